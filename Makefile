@@ -1,0 +1,43 @@
+# `make demo` and `make test` are all a new machine needs: each creates .venv when missing.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+DEMO_SCALE ?= 200000
+export LAKESERVE_HOME ?= $(CURDIR)/.lakeserve
+
+.PHONY: demo test lint lock install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/lakeserve lake seed --scale $(DEMO_SCALE)
+	$(BIN)/lakeserve lake show
+	$(BIN)/lakeserve train --config training/configs/fare-ridge.yaml --run-name demo-ridge
+	$(BIN)/lakeserve train --config training/configs/fare-hgb.yaml --run-name demo-hgb
+	@echo
+	@echo "Lakehouse and MLflow store are under $(LAKESERVE_HOME)."
+	@echo "Browse runs, the registered model fare-regressor and its aliases with:"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(LAKESERVE_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check lakehouse training tests
+	$(BIN)/ruff format --check lakehouse training tests
+	$(BIN)/mypy
+
+# Re-pin the whole dependency tree after changing pyproject.toml.
+lock:
+	rm -rf /tmp/lakeserve-lock && $(PYTHON) -m venv /tmp/lakeserve-lock
+	/tmp/lakeserve-lock/bin/pip install --quiet -e ".[dev]"
+	/tmp/lakeserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .lakeserve .pytest_cache

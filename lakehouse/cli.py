@@ -1,0 +1,114 @@
+"""The `lakeserve` command: `lake` subcommands here, workloads mounted from their packages."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lakehouse.config import LakehouseSettings
+from lakehouse.console import err, main_for, out
+from lakehouse.seed import seed_trips
+from lakehouse.tables import Lakehouse
+from training.cli import app as train_app
+
+app = typer.Typer(
+    name="lakeserve",
+    help="Lakeserve: Delta lakehouse, MLflow training and serving on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lake_app = typer.Typer(
+    help="Build and inspect the Delta lakehouse (bronze -> silver -> gold).",
+    no_args_is_help=True,
+)
+app.add_typer(lake_app, name="lake")
+app.add_typer(train_app, name="train")
+
+
+@lake_app.command("seed")
+def seed(
+    scale: Annotated[
+        int, typer.Option(help="Rows in the raw feed (bronze), 1,000 to 50,000,000.")
+    ] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed and scale, same tables.")] = 42,
+    rows_per_batch: Annotated[
+        int, typer.Option(help="Rows per daily batch; bounds memory use.", min=1)
+    ] = 250_000,
+    force: Annotated[bool, typer.Option(help="Rebuild every layer even if up to date.")] = False,
+) -> None:
+    """Build the bronze, silver and gold trip tables; skip layers that are up to date."""
+    lake = Lakehouse(LakehouseSettings())
+    columns = (
+        TextColumn("{task.description:<7}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def advance(layer: str, rows: int, total: int) -> None:
+            if layer not in tasks:
+                tasks[layer] = bar.add_task(layer, total=total)
+            bar.advance(tasks[layer], rows)
+
+        results = seed_trips(lake, scale, seed, rows_per_batch, progress=advance, force=force)
+    table = Table(title=f"Lakehouse at {lake.root}")
+    for name in ("table", "version", "rows", "status"):
+        table.add_column(name, justify="right" if name in {"version", "rows"} else "left")
+    for result in results:
+        status = "up to date" if result.skipped else "written"
+        table.add_row(result.table, str(result.version), f"{result.rows:,}", status)
+    out.print(table)
+    for result in results:
+        if result.rejected:
+            dropped = ", ".join(f"{k}={v:,}" for k, v in result.rejected.items() if v)
+            out.print(f"[dim]{result.table} rejected: {dropped}[/dim]")
+
+
+@lake_app.command("show")
+def show(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    schema: Annotated[bool, typer.Option(help="Also print each table's schema.")] = False,
+) -> None:
+    """List the lakehouse tables with their version, row count and schema."""
+    lake = Lakehouse(LakehouseSettings())
+    described = [lake.describe(ref) for ref in lake.tables()]
+    if as_json:
+        out.print_json(json.dumps({"root": lake.root, "tables": described}))
+        return
+    if not described:
+        out.print(f"no tables under {lake.root}: run `lakeserve lake seed`")
+        return
+    table = Table(title=f"Lakehouse at {lake.root}")
+    for name in ("table", "version", "rows", "files", "partitioned by", "built from"):
+        table.add_column(name, justify="right" if name in {"version", "rows", "files"} else "left")
+    for info in described:
+        meta = info["metadata"]
+        built_from = meta.get("source") or ", ".join(
+            f"{k}={meta[k]}" for k in ("seed", "scale") if k in meta
+        )
+        table.add_row(
+            info["table"],
+            str(info["version"]),
+            f"{info['rows']:,}",
+            str(info["files"]),
+            ", ".join(info["partition_by"]) or "-",
+            built_from,
+        )
+    out.print(table)
+    if schema:
+        for info in described:
+            out.print(f"\n[bold]{info['table']}[/bold]")
+            for name, type_ in info["schema"].items():
+                out.print(f"  {name}: {type_}")
+
+
+def main() -> None:
+    """Run the `lakeserve` console script."""
+    main_for(app, "lakeserve")

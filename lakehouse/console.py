@@ -1,0 +1,60 @@
+"""Run a Typer app as a CLI: one place maps errors to exit codes and one-line messages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import structlog
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from lakehouse.errors import ConfigError, LakeserveError
+from lakehouse.logs import configure_logging
+
+# Results go to stdout (pipeable, e.g. --json); progress, logs and errors go to stderr.
+out = Console()
+err = Console(stderr=True)
+
+
+def settings_error(exc: ValidationError) -> ConfigError:
+    """Turn a settings/config validation error into a one-line ConfigError."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+    return ConfigError(f"invalid configuration: {problems}")
+
+
+def run(app: typer.Typer, args: list[str] | None = None, prog_name: str = "lakeserve") -> int:
+    """Run `app` and return the process exit code; expected errors print one line, no traceback."""
+    try:
+        configure_logging()
+        result = app(args=args, prog_name=prog_name, standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: unknown option, missing argument...
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except ValidationError as exc:
+        return _report(settings_error(exc))
+    except LakeserveError as exc:
+        return _report(exc)
+    except Exception as exc:
+        structlog.get_logger("lakeserve").exception("unexpected error")
+        err.print(f"error: unexpected {type(exc).__name__}: {exc}", markup=False, highlight=False)
+        return 1
+
+
+def _report(exc: LakeserveError) -> int:
+    err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+    return exc.exit_code
+
+
+def main_for(app: typer.Typer, prog_name: str) -> None:
+    """Entry point body: run the app and exit with its code."""
+    sys.exit(run(app, prog_name=prog_name))

@@ -1,0 +1,33 @@
+"""Domain errors shared by every CLI; each carries the process exit code it maps to.
+
+    LakeserveError            exit 1  anything we did not expect
+     +-- ConfigError          exit 2  bad configuration or arguments
+     +-- DataError            exit 3  table missing, schema mismatch, empty data
+     +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
+"""
+
+from __future__ import annotations
+
+
+class LakeserveError(Exception):
+    """Base class for errors reported to the user as one line and an exit code."""
+
+    exit_code = 1
+
+
+class ConfigError(LakeserveError):
+    """The configuration file or the command-line arguments are invalid."""
+
+    exit_code = 2
+
+
+class DataError(LakeserveError):
+    """The data a command needs is missing, empty or has the wrong schema."""
+
+    exit_code = 3
+
+
+class TrackingUnavailable(LakeserveError):
+    """The MLflow tracking server cannot be reached."""
+
+    exit_code = 4

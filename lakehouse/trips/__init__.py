@@ -1,0 +1,1 @@
+"""The taxi-trips dataset: a deterministic raw feed (bronze), cleaning rules (silver), features (gold)."""
