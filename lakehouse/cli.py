@@ -83,7 +83,7 @@ def show(
         out.print_json(json.dumps({"root": lake.root, "tables": described}))
         return
     if not described:
-        out.print(f"no tables under {lake.root}: run `lakeserve lake seed`")
+        out.print(f"no tables under {lake.root}: run `lakeserve lake seed`", soft_wrap=True)
         return
     table = Table(title=f"Lakehouse at {lake.root}")
     for name in ("table", "version", "rows", "files", "partitioned by", "built from"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -148,8 +147,9 @@ def to_silver(kept: pd.DataFrame) -> pa.RecordBatch:
         {
             "trip_id": kept["trip_id"].astype("string"),
             "vendor_id": kept["vendor_id"].astype("Int16"),
-            "pickup_ts": _timestamps(kept, "pickup_datetime"),
-            "dropoff_ts": _timestamps(kept, "dropoff_datetime"),
+            # Naive UTC here, UTC-tagged by the cast below (pandas warns on tz-aware export).
+            "pickup_ts": _timestamps(kept, "pickup_datetime").dt.tz_convert(None),
+            "dropoff_ts": _timestamps(kept, "dropoff_datetime").dt.tz_convert(None),
             # A missing count is almost always one passenger (the driver did not key it in).
             "passenger_count": kept["passenger_count"].fillna(1).astype("int16"),
             "trip_distance": kept["trip_distance"].astype("float64"),
@@ -163,9 +163,11 @@ def to_silver(kept: pd.DataFrame) -> pa.RecordBatch:
             "ingest_date": kept["ingest_date"],
         }
     )
-    return pa.RecordBatch.from_pandas(frame, schema=SILVER_SCHEMA, preserve_index=False)
-
-
-def rejected_fraction(counts: dict[str, int], total: int) -> float:
-    """Return the share of rows rejected (0 for an empty batch)."""
-    return float(np.sum(list(counts.values())) / total) if total else 0.0
+    naive = pa.schema(
+        [
+            f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
+            for f in SILVER_SCHEMA
+        ]
+    )
+    batch = pa.RecordBatch.from_pandas(frame, schema=naive, preserve_index=False)
+    return batch.cast(SILVER_SCHEMA)

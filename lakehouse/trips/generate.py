@@ -100,7 +100,8 @@ def generate_batch(index: int, size: int, seed: int, dirt: DirtRates) -> pa.Reco
         pickup_zone == dropoff_zone,
         rng.lognormal(-0.2, 0.5, n),
         straight * rng.uniform(1.15, 1.45, n),
-    ).round(2)
+    )
+    distance = np.maximum(distance, 0.1).round(2)  # the meter never reads less
 
     hour_weights = np.array(
         [2, 1.5, 1, 0.7, 0.5, 0.7, 2, 4, 5, 5, 4.5, 4.5, 5, 5, 5, 5.5, 6, 6.5, 7, 7, 6, 5, 4, 3]
