@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import structlog
 import typer
 from pydantic import ValidationError
@@ -32,14 +31,14 @@ def run(app: typer.Typer, args: list[str] | None = None, prog_name: str = "lakes
         configure_logging()
         result = app(args=args, prog_name=prog_name, standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:  # usage errors: unknown option, missing argument...
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err.print("aborted")
         return 130
+    except typer.TyperException as exc:  # usage errors: unknown option, missing value...
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
     except ValidationError as exc:
         return _report(settings_error(exc))
     except LakeserveError as exc:

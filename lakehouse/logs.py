@@ -24,6 +24,16 @@ class LogSettings(BaseSettings):
     )
 
 
+class _Stderr:
+    """Whatever sys.stderr is at write time (it is swapped by test capture and redirects)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(settings: LogSettings | None = None) -> None:
     """Route structlog and stdlib logging to stderr in the configured format."""
     settings = settings or LogSettings()
@@ -41,10 +51,10 @@ def configure_logging(settings: LogSettings | None = None) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[*shared, renderer], foreign_pre_chain=[])
     )

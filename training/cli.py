@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from lakehouse.tables import Lakehouse
 app = typer.Typer(
     help="Train a model from a gold table, log it to MLflow and gate its promotion.",
     add_completion=False,
+    no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
@@ -47,7 +50,7 @@ def train(
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
-        raise typer.BadParameter("is required", param_hint="--config")
+        raise typer.BadParameter("a training config file is required", param_hint="'--config'")
     # Heavy imports (MLflow, scikit-learn) only when training, so `--help` stays fast.
     from training.config import load_config
     from training.run import train as run_training
@@ -62,7 +65,9 @@ def train(
     lake = Lakehouse(LakehouseSettings())
     tracker = Tracker(TrackingSettings())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
+    # stdout carries only our result (e.g. --json); MLflow prints run URLs there, so send
+    # anything printed during the run to stderr.
+    with contextlib.redirect_stdout(sys.stderr), Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task("starting", total=None)
         result = run_training(
             settings,

@@ -102,18 +102,17 @@ class Tracker:
         source = DeltaDatasetSource(path=dataset.uri, delta_table_version=dataset.version)
         name = f"{dataset.table}@v{dataset.version}"
         for context, frame in (("training", train), ("holdout", holdout)):
-            mlflow.log_input(
-                mlflow.data.from_pandas(frame, source=source, targets=target, name=name),
-                context=context,
-            )
+            with _integer_columns_are_deliberate():
+                dataset_input = mlflow.data.from_pandas(
+                    frame, source=source, targets=target, name=name
+                )
+            mlflow.log_input(dataset_input, context=context)
 
     def log_model(
         self, pipeline: Pipeline, example: pd.DataFrame, model_name: str, tags: dict[str, str]
     ) -> ModelVersion:
         """Log the fitted pipeline with signature and input example; register a new version."""
-        with warnings.catch_warnings():
-            # Integer inputs are deliberate: the features are counts and never missing.
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        with _integer_columns_are_deliberate():
             signature = infer_signature(example, pipeline.predict(example))
             info = self._log_sklearn(pipeline, signature, example, model_name)
         version = str(info.registered_model_version)
@@ -144,6 +143,14 @@ class Tracker:
         """Set tags on a registered version."""
         for key, value in tags.items():
             self.client.set_model_version_tag(model_name, version, key, value)
+
+
+@contextlib.contextmanager
+def _integer_columns_are_deliberate() -> Iterator[None]:
+    """Silence MLflow's hint about integer columns: our integer features are never missing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        yield
 
 
 @contextlib.contextmanager
