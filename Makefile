@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@echo "Browse runs, the registered model fare-regressor and its aliases with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(LAKESERVE_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

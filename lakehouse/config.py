@@ -1,4 +1,4 @@
-"""Typed settings for the lakehouse and the MLflow tracking store, read once from the environment."""
+"""Typed settings for the lakehouse and the MLflow tracking store, read from the environment."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def run(app: typer.Typer, args: list[str] | None = None, prog_name: str = "lakes
         return 130
     except typer.TyperException as exc:  # usage errors: unknown option, missing value...
         exc.show()  # type: ignore[attr-defined]
-        return int(exc.exit_code)  # type: ignore[attr-defined]
+        return int(exc.exit_code)
     except ValidationError as exc:
         return _report(settings_error(exc))
     except LakeserveError as exc:

@@ -1,9 +1,9 @@
 """Domain errors shared by every CLI; each carries the process exit code it maps to.
 
-    LakeserveError            exit 1  anything we did not expect
-     +-- ConfigError          exit 2  bad configuration or arguments
-     +-- DataError            exit 3  table missing, schema mismatch, empty data
-     +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
+LakeserveError            exit 1  anything we did not expect
+ +-- ConfigError          exit 2  bad configuration or arguments
+ +-- DataError            exit 3  table missing, schema mismatch, empty data
+ +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
 """
 
 from __future__ import annotations

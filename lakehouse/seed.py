@@ -85,7 +85,9 @@ def _skipped(lake: Lakehouse, ref: TableRef) -> LayerResult:
     return LayerResult(str(ref), info["version"], info["rows"], skipped=True)
 
 
-def _bronze(lake: Lakehouse, params: dict[str, str], progress: Progress, force: bool) -> LayerResult:
+def _bronze(
+    lake: Lakehouse, params: dict[str, str], progress: Progress, force: bool
+) -> LayerResult:
     if not force and _up_to_date(lake, BRONZE, params):
         return _skipped(lake, BRONZE)
     scale, seed = int(params["scale"]), int(params["seed"])
@@ -150,8 +152,9 @@ def _silver(
     rejected_schema = generate.BRONZE_SCHEMA.append(pa.field("rejected_by", pa.string()))
     rejected_version = lake.overwrite(
         REJECTED,
-        pa.Table.from_pandas(rejected_frame, schema=rejected_schema, preserve_index=False)
-        .to_batches(),
+        pa.Table.from_pandas(
+            rejected_frame, schema=rejected_schema, preserve_index=False
+        ).to_batches(),
         rejected_schema,
         metadata=metadata,
         description="Bronze rows rejected by the silver rules, with the rule that rejected them.",

@@ -188,7 +188,7 @@ def _in_thread(batches: Iterable[pa.RecordBatch], depth: int = 2) -> Iterator[pa
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
         worker.join(timeout=5)

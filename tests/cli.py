@@ -34,6 +34,8 @@ def invoke(capsys: pytest.CaptureFixture[str], *args: str) -> Result:
 
 def spawn(*args: str, env: dict[str, str] | None = None, module: bool = False) -> Result:
     """Run `lakeserve ARGS` (or `python -m training ARGS`) as a real process."""
-    command = [sys.executable, "-m", "training", *args] if module else [str(BIN / "lakeserve"), *args]
+    command = (
+        [sys.executable, "-m", "training", *args] if module else [str(BIN / "lakeserve"), *args]
+    )
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     return Result(done.returncode, done.stdout, done.stderr)

@@ -1,1 +1,1 @@
-"""Training: read a gold table at a pinned Delta version, fit, evaluate, register, gate promotion."""
+"""Training: read a gold table at a pinned version, fit, evaluate, register, gate promotion."""

@@ -67,7 +67,10 @@ def train(
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     # stdout carries only our result (e.g. --json); MLflow prints run URLs there, so send
     # anything printed during the run to stderr.
-    with contextlib.redirect_stdout(sys.stderr), Progress(*columns, console=err, transient=True) as bar:
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        Progress(*columns, console=err, transient=True) as bar,
+    ):
         task = bar.add_task("starting", total=None)
         result = run_training(
             settings,
@@ -91,7 +94,9 @@ def train(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    verdict = "[green]promoted[/green]" if result.decision.promote else "[yellow]not promoted[/yellow]"
+    verdict = (
+        "[green]promoted[/green]" if result.decision.promote else "[yellow]not promoted[/yellow]"
+    )
     out.print(
         f"{result.model_name} v{result.version} -> @{result.alias} ({verdict})\n"
         f"  {result.decision.reason}\n"

@@ -36,7 +36,7 @@ def _estimator(config: ModelConfig, categorical_indices: list[int]) -> Regressor
     try:
         estimator = ESTIMATORS[config.type](**params)
         # Check value constraints now, not an hour into fit().
-        estimator._validate_params()  # type: ignore[attr-defined]
+        estimator._validate_params()
     except (TypeError, InvalidParameterError) as exc:
         raise ConfigError(f"model.params for {config.type}: {exc}") from exc
     return estimator

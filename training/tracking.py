@@ -14,6 +14,7 @@ import pandas as pd
 import sklearn
 import structlog
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.models import infer_signature
@@ -103,10 +104,8 @@ class Tracker:
         name = f"{dataset.table}@v{dataset.version}"
         for context, frame in (("training", train), ("holdout", holdout)):
             with _integer_columns_are_deliberate():
-                dataset_input = mlflow.data.from_pandas(
-                    frame, source=source, targets=target, name=name
-                )
-            mlflow.log_input(dataset_input, context=context)
+                dataset_input = from_pandas(frame, source=source, targets=target, name=name)
+                mlflow.log_input(dataset_input, context=context)
 
     def log_model(
         self, pipeline: Pipeline, example: pd.DataFrame, model_name: str, tags: dict[str, str]
@@ -149,7 +148,7 @@ class Tracker:
 def _integer_columns_are_deliberate() -> Iterator[None]:
     """Silence MLflow's hint about integer columns: our integer features are never missing."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
         yield
 
 

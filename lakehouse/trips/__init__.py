@@ -1,1 +1,1 @@
-"""The taxi-trips dataset: a deterministic raw feed (bronze), cleaning rules (silver), features (gold)."""
+"""Taxi trips: a deterministic raw feed (bronze), cleaning rules (silver), features (gold)."""

@@ -82,8 +82,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "malformed_timestamp",
         "pickup and dropoff must be 'YYYY-MM-DD HH:MM:SS' timestamps",
-        lambda df: _timestamps(df, "pickup_datetime").isna()
-        | _timestamps(df, "dropoff_datetime").isna(),
+        lambda df: (
+            _timestamps(df, "pickup_datetime").isna() | _timestamps(df, "dropoff_datetime").isna()
+        ),
     ),
     Rule(
         "implausible_duration",
@@ -98,8 +99,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "unknown_zone",
         f"pickup and dropoff zones must be TLC zones 1..{N_ZONES}",
-        lambda df: ~(
-            df["pickup_zone"].between(1, N_ZONES) & df["dropoff_zone"].between(1, N_ZONES)
+        lambda df: (
+            ~(df["pickup_zone"].between(1, N_ZONES) & df["dropoff_zone"].between(1, N_ZONES))
         ),
     ),
     Rule(

@@ -136,9 +136,9 @@ def generate_batch(index: int, size: int, seed: int, dirt: DirtRates) -> pa.Reco
         p=[0.70, 0.25, 0.02, 0.01, 0.02],
     )
     tip = np.where(payment == "card", fare * rng.uniform(0.1, 0.25, n), 0.0).round(2)
-    passengers = rng.choice(
-        np.arange(1, 7), size=n, p=[0.70, 0.15, 0.05, 0.03, 0.04, 0.03]
-    ).astype(float)
+    passengers = rng.choice(np.arange(1, 7), size=n, p=[0.70, 0.15, 0.05, 0.03, 0.04, 0.03]).astype(
+        float
+    )
     vendor = rng.integers(1, 3, n).astype(float)
 
     midnight = np.datetime64(day.isoformat(), "s")

@@ -37,7 +37,9 @@ def test_feed_carries_the_configured_dirt() -> None:
     assert duplicates == int(10_000 * generate.DirtRates().duplicate)
     assert batch.column("fare_amount").null_count > 0
     assert pc.sum(pc.less(batch.column("trip_distance"), 0)).as_py() > 0
-    malformed = pc.is_in(batch.column("pickup_datetime"), pc.cast(["N/A", "", "1700000000"], "string"))
+    malformed = pc.is_in(
+        batch.column("pickup_datetime"), pc.cast(["N/A", "", "1700000000"], "string")
+    )
     assert pc.sum(malformed).as_py() > 0
     payment = set(batch.column("payment_type").to_pylist())
     assert " CARD " in payment and "card" in payment

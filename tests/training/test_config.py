@@ -74,5 +74,5 @@ def test_bad_hyperparameters_fail_before_training(override: str, message: str) -
 
 
 def test_malformed_override_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="expected key.path=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_config(CONFIGS / "fare-hgb.yaml", ["model.params.max_iter"])

@@ -25,7 +25,7 @@ def test_split_is_deterministic_and_independent_of_row_order() -> None:
     rows = frame(5_000)
     train, holdout = data.split(rows, "trip_id", 0.2, "salt")
     shuffled = rows.sample(frac=1.0, random_state=1)
-    train2, holdout2 = data.split(shuffled, "trip_id", 0.2, "salt")
+    _, holdout2 = data.split(shuffled, "trip_id", 0.2, "salt")
     assert set(holdout["trip_id"]) == set(holdout2["trip_id"])
     assert set(train["trip_id"]).isdisjoint(holdout["trip_id"])
     assert 0.17 < len(holdout) / len(rows) < 0.23
@@ -71,7 +71,7 @@ def test_an_empty_gold_table_is_a_data_error(lake: Lakehouse) -> None:
 
 
 def test_a_missing_table_is_a_data_error(lake: Lakehouse) -> None:
-    with pytest.raises(DataError, match="table gold.trips not found"):
+    with pytest.raises(DataError, match=r"table gold\.trips not found"):
         data.load(lake, config())
 
 
