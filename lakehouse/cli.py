@@ -20,6 +20,7 @@ from lakehouse.config import LakehouseSettings
 from lakehouse.console import err, main_for, out
 from lakehouse.seed import seed_trips
 from lakehouse.tables import Lakehouse
+from serving.cli import serve_command
 from training.cli import app as train_app
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ lake_app = typer.Typer(
 )
 app.add_typer(lake_app, name="lake")
 app.add_typer(train_app, name="train")
+app.command("serve")(serve_command)
 
 
 @lake_app.command("seed")

@@ -31,3 +31,34 @@ class TrackingUnavailable(LakeserveError):
     """The MLflow tracking server cannot be reached."""
 
     exit_code = 4
+
+
+# Request errors raised by model and RAG code; the HTTP edge maps each to one status code.
+
+
+class RequestError(LakeserveError):
+    """A request cannot be served; the message says what was wrong."""
+
+
+class MalformedRequest(RequestError):
+    """The body is not in a format the endpoint accepts."""
+
+
+class InvalidInput(RequestError):
+    """The body is well-formed but does not match what the model expects."""
+
+
+class PayloadTooLarge(RequestError):
+    """The body or the number of rows exceeds the configured limit."""
+
+
+class Unauthorized(RequestError):
+    """The request lacks a valid API key."""
+
+
+class NotFound(RequestError):
+    """The named model (or version) is not hosted here."""
+
+
+class NotReady(RequestError):
+    """The model exists but is not loaded yet, or lost its backing store."""

@@ -1,0 +1,100 @@
+"""`lakeserve serve`: run the serving platform locally until Ctrl-C (or one self-check)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from lakehouse.console import err, out
+from serving.settings import ServingSettings
+
+
+def serve_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="Serve config YAML (default: LAKESERVE_SERVE_CONFIG).", dir_okay=False
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option(help="Start, send one self-check request, print it and stop.")
+    ] = False,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the models to load.", min=1)
+    ] = 180.0,
+) -> None:
+    """Serve the registered models (v2 and MLflow-style) on Ray Serve at LAKESERVE_HTTP_PORT."""
+    from serving import runner
+
+    overrides: dict[str, Any] = {"serve_config": config} if config else {}
+    settings = ServingSettings(**overrides)
+    base_url = f"http://{settings.http_host}:{settings.http_port}"
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        with err.status("starting Ray Serve and loading models"):
+            deployed = runner.start(settings)
+            runner.wait_until_ready(base_url, ready_timeout)
+        models = [
+            m["name"] for app in deployed["applications"] for m in app["args"].get("models", [])
+        ]
+        out.print(f"serving {', '.join(models)} at {base_url}", soft_wrap=True)
+        out.print(f"  API reference  {base_url}/docs", soft_wrap=True)
+        out.print(f"  hosted models  {base_url}/models", soft_wrap=True)
+        out.print(f"  metrics        {base_url}/metrics", soft_wrap=True)
+        if once:
+            _self_check(base_url, settings, models[0])
+            return
+        out.print("press Ctrl-C to stop")
+        while not stopping.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with err.status("stopping"):
+            runner.stop()
+
+
+def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:
+    """Send one v2 request built from the model's metadata and a gold row; print the answer."""
+    from lakehouse.errors import LakeserveError
+
+    headers = {"Authorization": f"Bearer {settings.keys()[0]}"} if settings.keys() else {}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        metadata = client.get(f"/v2/models/{model}").json()
+        row = _sample_row([spec["name"] for spec in metadata["inputs"]])
+        inputs = [
+            {
+                "name": spec["name"],
+                "shape": [1],
+                "datatype": spec["datatype"],
+                "data": [row[spec["name"]]],
+            }
+            for spec in metadata["inputs"]
+        ]
+        answer = client.post(
+            f"/v2/models/{model}/infer", json={"id": "self-check", "inputs": inputs}
+        )
+    if answer.status_code != 200:
+        raise LakeserveError(f"self-check failed: {answer.status_code} {answer.text}")
+    body = answer.json()
+    out.print(
+        f"self-check: {model} v{body['model_version']} predicted "
+        f"{body['outputs'][0]['data'][0]:.2f} for {row}",
+        soft_wrap=True,
+    )
+
+
+def _sample_row(columns: list[str]) -> dict[str, Any]:
+    from lakehouse.config import LakehouseSettings
+    from lakehouse.tables import Lakehouse, TableRef
+
+    lake = Lakehouse(LakehouseSettings())
+    table = lake.open(TableRef("gold", "trips"))
+    first = table.to_pyarrow_dataset().head(1, columns=columns).to_pylist()[0]
+    return first

@@ -1,0 +1,47 @@
+"""The Ray Serve deployment hosting the models, and the app builder the Serve config imports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+from lakehouse.config import TrackingSettings
+from lakehouse.logs import configure_logging
+from serving.app import create_app
+from serving.host import ModelHost
+from serving.metrics import ServingMetrics
+from serving.model import Registry
+from serving.options import ServingOptions
+from serving.settings import ServingSettings
+
+
+@serve.deployment(
+    name="ModelServer",
+    max_ongoing_requests=128,
+    ray_actor_options={"num_cpus": 0.5},
+)
+@serve.ingress()
+class ModelServer:
+    """A replica: every configured model in process, behind the FastAPI app (one hop)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        configure_logging()
+        self.options = ServingOptions.model_validate(options)
+        self.keys = ServingSettings().keys()
+        registry = Registry(TrackingSettings().uri)
+        self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        # The app starts the host (first load, alias following) in its lifespan.
+        return create_app(self.host, api_keys=self.keys)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Build the models application from the `args` block of the Serve config.
+
+    The args are validated here, so a bad config fails the deployment with a clear message.
+    """
+    return ModelServer.bind(ServingOptions.model_validate(args).model_dump())

@@ -1,0 +1,84 @@
+"""The one table from domain errors to HTTP status codes, and the JSON error shape."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lakehouse.errors import (
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    RequestError,
+    Unauthorized,
+)
+
+STATUS: dict[type[RequestError], int] = {
+    MalformedRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    PayloadTooLarge: 413,
+    InvalidInput: 422,
+    NotReady: 503,
+}
+ERROR_TYPE: dict[type[RequestError], str] = {
+    MalformedRequest: "malformed_request",
+    Unauthorized: "unauthorized",
+    NotFound: "not_found",
+    PayloadTooLarge: "payload_too_large",
+    InvalidInput: "invalid_input",
+    NotReady: "not_ready",
+}
+
+
+class ErrorBody(BaseModel):
+    """Every error response: `error` is the v2 protocol's message field."""
+
+    error: str = Field(description="What was wrong.", examples=["missing column(s) rate_code"])
+    type: str = Field(description="Error type.", examples=["invalid_input"])
+
+
+def status_of(exc: RequestError) -> tuple[int, str]:
+    """Return (HTTP status, error type) for a domain error."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls], ERROR_TYPE[cls]  # type: ignore[index]
+    return 500, "internal"
+
+
+def error_response(status: int, kind: str, message: str) -> JSONResponse:
+    """Build the JSON error response; 401s carry the auth challenge."""
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message, "type": kind}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain, validation and routing errors to the JSON error shape."""
+
+    @app.exception_handler(RequestError)
+    async def _domain(request: Request, exc: RequestError) -> JSONResponse:
+        status, kind = status_of(exc)
+        return error_response(status, kind, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return error_response(422, "invalid_input", f"{where}: {first['msg']}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, kind, str(exc.detail))
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": kind.replace("_", " ")}
+    for cls, status in STATUS.items()
+    for kind in [ERROR_TYPE[cls]]
+}

@@ -1,0 +1,157 @@
+"""Hosts the configured models in one process: loading, alias following, batched prediction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import structlog
+from ray import serve
+
+from lakehouse.errors import NotFound, NotReady
+from serving.metrics import ServingMetrics
+from serving.model import LoadedModel, Registry
+from serving.options import ModelSpec, ServingOptions
+
+log = structlog.get_logger(__name__)
+Prediction = tuple[np.ndarray, str]
+
+
+class ModelSlot:
+    """One hosted model: the version serving now, and the batch queue in front of it."""
+
+    def __init__(
+        self, spec: ModelSpec, options: ServingOptions, metrics: ServingMetrics, batching: bool
+    ) -> None:
+        self.spec = spec
+        self.current: LoadedModel | None = None
+        self.last_error: str | None = None
+        self._metrics = metrics
+        # serve.batch needs a Serve replica; outside one (unit tests) requests go one by one.
+        self._batch = (
+            _batcher(options.max_batch_size, options.batch_wait_timeout_s)(self)
+            if batching
+            else None
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Return True once a version is loaded."""
+        return self.current is not None
+
+    async def predict(self, frame: pd.DataFrame) -> Prediction:
+        """Queue a typed frame; return its predictions and the version that made them."""
+        if self._batch is None:
+            return self.predict_batch([frame])[0]
+        return await self._batch.predict(frame)
+
+    def predict_batch(self, frames: list[pd.DataFrame]) -> list[Prediction]:
+        """Predict several requests in one call with one model version."""
+        model = self.current
+        if model is None:
+            raise NotReady(f"model {self.spec.name} is not loaded yet")
+        sizes = [len(frame) for frame in frames]
+        combined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        predictions = model.predict(combined)
+        self._metrics.observe_batch(model.name, model.version, len(frames), len(combined))
+        bounds = np.cumsum(sizes)[:-1]
+        return [(part, model.version) for part in np.split(predictions, bounds)]
+
+
+def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
+    """Build a batch queue class with the configured size and wait (fixed at decoration)."""
+
+    class Batcher:
+        def __init__(self, slot: ModelSlot) -> None:
+            self.slot = slot
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
+        async def predict(self, frames: list[pd.DataFrame]) -> list[Prediction]:
+            return self.slot.predict_batch(frames)
+
+    return Batcher
+
+
+class ModelHost:
+    """The set of hosted models, each following its alias in the background."""
+
+    def __init__(
+        self,
+        options: ServingOptions,
+        registry: Registry,
+        metrics: ServingMetrics,
+        batching: bool = True,
+    ) -> None:
+        self.options = options
+        self.registry = registry
+        self.metrics = metrics
+        self.slots = {
+            spec.name: ModelSlot(spec, options, metrics, batching) for spec in options.models
+        }
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load every model once (failures leave it not ready), then follow aliases."""
+        await self.refresh()
+        self._poller = asyncio.create_task(self._follow_aliases(), name="alias-follower")
+
+    async def stop(self) -> None:
+        """Stop following aliases."""
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+    def slot(self, name: str) -> ModelSlot:
+        """Return the slot of a hosted model or raise NotFound."""
+        try:
+            return self.slots[name]
+        except KeyError:
+            hosted = ", ".join(sorted(self.slots))
+            raise NotFound(f"model {name} is not hosted here; hosted: {hosted}") from None
+
+    @property
+    def ready(self) -> bool:
+        """Return True when every hosted model has a loaded version."""
+        return all(slot.ready for slot in self.slots.values())
+
+    async def refresh(self) -> None:
+        """Check every alias once and load the versions that moved."""
+        for slot in self.slots.values():
+            await self._refresh(slot)
+
+    async def _refresh(self, slot: ModelSlot) -> None:
+        name, alias = slot.spec.name, slot.spec.alias
+        try:
+            version = await asyncio.to_thread(self.registry.version_of, name, alias)
+            if slot.current is not None and slot.current.version == version:
+                return
+            started = time.perf_counter()
+            loaded = await asyncio.to_thread(self.registry.load, name, version)
+        except Exception as exc:  # registry down or alias missing: keep serving what we have
+            slot.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("alias check failed", model=name, alias=alias, error=slot.last_error)
+            return
+        previous = slot.current.version if slot.current else None
+        # One reference swap: requests already batched keep the object they captured.
+        slot.current = loaded
+        slot.last_error = None
+        self.metrics.model_loaded(name, version)
+        log.info(
+            "model version loaded",
+            model=name,
+            alias=alias,
+            version=version,
+            previous=previous,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    async def _follow_aliases(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.alias_poll_interval_s)
+            await self.refresh()

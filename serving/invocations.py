@@ -1,0 +1,81 @@
+"""Decode MLflow `/invocations` bodies (dataframe_split, dataframe_records, instances, inputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lakehouse.errors import MalformedRequest
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def columns_from_invocation(body: Any) -> dict[str, list[Any]]:
+    """Return column name -> values from an MLflow scoring payload."""
+    if not isinstance(body, dict):
+        raise MalformedRequest(f"body must be a JSON object with one of {', '.join(FORMATS)}")
+    present = [key for key in FORMATS if key in body]
+    unexpected = sorted(set(body) - set(FORMATS) - {"params"})
+    if len(present) != 1 or unexpected:
+        found = ", ".join(sorted(body)) or "nothing"
+        raise MalformedRequest(
+            f"body must have exactly one of {', '.join(FORMATS)} (and optionally params); "
+            f"found {found}"
+        )
+    key = present[0]
+    payload = body[key]
+    if key == "dataframe_split":
+        return _split(payload)
+    if key == "dataframe_records":
+        return _records(payload, key)
+    # `instances` and `inputs`: a list of records, or a mapping of column -> values.
+    if isinstance(payload, dict):
+        return _mapping(payload, key)
+    return _records(payload, key)
+
+
+def _split(payload: Any) -> dict[str, list[Any]]:
+    if not isinstance(payload, dict) or "columns" not in payload or "data" not in payload:
+        raise MalformedRequest("dataframe_split must be an object with columns and data")
+    columns, data = payload["columns"], payload["data"]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise MalformedRequest("dataframe_split.columns must be a list of column names")
+    if len(set(columns)) != len(columns):
+        raise MalformedRequest("dataframe_split.columns has repeated names")
+    if not isinstance(data, list):
+        raise MalformedRequest("dataframe_split.data must be a list of rows")
+    out: dict[str, list[Any]] = {name: [] for name in columns}
+    for row_number, row in enumerate(data):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise MalformedRequest(
+                f"dataframe_split.data row {row_number} must be a list of {len(columns)} values"
+            )
+        for name, value in zip(columns, row, strict=True):
+            out[name].append(value)
+    return out
+
+
+def _records(payload: Any, key: str) -> dict[str, list[Any]]:
+    if not isinstance(payload, list):
+        raise MalformedRequest(f"{key} must be a list of records (objects)")
+    if not payload:
+        return {}
+    if not all(isinstance(record, dict) for record in payload):
+        raise MalformedRequest(f"{key} must be a list of records (objects), one per row")
+    names = list(payload[0])
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for row_number, record in enumerate(payload):
+        if list(record) != names and set(record) != set(names):
+            raise MalformedRequest(
+                f"{key} record {row_number} has columns {sorted(record)}, "
+                f"record 0 has {sorted(names)}"
+            )
+        for name in names:
+            out[name].append(record[name])
+    return out
+
+
+def _mapping(payload: dict[str, Any], key: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for name, values in payload.items():
+        out[name] = values if isinstance(values, list) else [values]
+    return out

@@ -1,0 +1,50 @@
+"""A registered model version loaded for serving, and how to find the version behind an alias."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.schema import InputSchema
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One immutable model version; swapping versions means swapping the whole object."""
+
+    name: str
+    version: str
+    schema: InputSchema
+    predictor: Any  # mlflow.pyfunc.PyFuncModel, or anything with predict(frame)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predict a typed frame; returns one value per row."""
+        return np.asarray(self.predictor.predict(frame)).reshape(len(frame), -1)[:, 0]
+
+
+class Registry:
+    """Reads aliases and loads versions from an MLflow model registry."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def version_of(self, name: str, alias: str) -> str:
+        """Return the version number that `alias` points at."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        return str(client.get_model_version_by_alias(name, alias).version)
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """Load a version with its input signature."""
+        import mlflow
+
+        # pyfunc resolves models:/ URIs through the process-wide registry URI.
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        predictor = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        schema = InputSchema.from_mlflow(predictor.metadata.get_input_schema())
+        return LoadedModel(name, version, schema, predictor)

@@ -1,0 +1,31 @@
+"""What a serving application hosts and how: the `args` of the Serve application in the config."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelSpec(BaseModel):
+    """A registered model to host, followed through an alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Registered model name.", examples=["fare-regressor"])
+    alias: str = Field(default="champion", description="Alias whose version is served.")
+
+
+class ServingOptions(BaseModel):
+    """Hosting options, validated when the application is built."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelSpec] = Field(min_length=1)
+    alias_poll_interval_s: float = Field(
+        default=10.0, gt=0, description="How often each replica checks the aliases."
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="Requests predicted together.")
+    batch_wait_timeout_s: float = Field(
+        default=0.002, ge=0, description="How long a batch waits to fill."
+    )
+    max_rows_per_request: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

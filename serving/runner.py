@@ -1,0 +1,104 @@
+"""Run the Serve config on a local Ray (or a given cluster) the way `serve run CONFIG` does."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from lakehouse.errors import ConfigError, LakeserveError
+from serving.settings import ServingSettings
+
+log = structlog.get_logger(__name__)
+
+
+def ray_environment(settings: ServingSettings) -> dict[str, str]:
+    """Return the variables Ray's processes must see when they start."""
+    env = {
+        # Local runs need no cluster auth token; a cluster sets its own mode.
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.haproxy else "0",
+    }
+    # HAProxy keeps its config and socket under /tmp/haproxy-serve by default: one per port,
+    # so two local servers (e.g. the demo and the tests) do not share it. Ray appends a 56-char
+    # hash and HAProxy caps socket paths at 97 characters, so the base must stay short.
+    state = Path(f"/tmp/lsh{settings.http_port}")
+    env.update(
+        RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(state / "haproxy.cfg"),
+        RAY_SERVE_HAPROXY_SOCKET_PATH=str(state / "admin.sock"),
+        RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(state),
+        RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(state / "server-state"),
+    )
+    return env
+
+
+def start(settings: ServingSettings) -> dict[str, Any]:
+    """Start (or join) Ray, start Serve and submit the config; return the config deployed."""
+    import ray
+    from ray.serve._private import api as serve_api  # what `serve run CONFIG` uses
+    from ray.serve.schema import ServeDeploySchema
+
+    config = settings.deploy_config()
+    try:
+        schema = ServeDeploySchema.model_validate(config)
+    except ValueError as exc:
+        raise ConfigError(f"invalid serve config {settings.serve_config}: {exc}") from exc
+    # Ray's raylet, controller and proxies read these at start-up from the environment they
+    # inherit; this process is their parent, so that is where they must be set.
+    for key, value in ray_environment(settings).items():
+        os.environ.setdefault(key, value)
+    Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).mkdir(parents=True, exist_ok=True)
+    settings.ray_tmpdir.mkdir(parents=True, exist_ok=True)
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, namespace="serve", log_to_driver=False)
+    else:
+        ray.init(
+            namespace="serve",
+            include_dashboard=False,
+            _temp_dir=str(settings.ray_tmpdir),
+            log_to_driver=False,
+        )
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+    )
+    client.deploy_apps(schema, _blocking=False)
+    return config
+
+
+def wait_until_ready(base_url: str, timeout_s: float) -> None:
+    """Wait for every application to run and the models to load; raise on failure."""
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = serve.status().applications
+        failed = {
+            n: a.message for n, a in statuses.items() if a.status == ApplicationStatus.DEPLOY_FAILED
+        }
+        if failed:
+            raise LakeserveError(f"deployment failed: {failed}")
+        running = statuses and all(a.status == ApplicationStatus.RUNNING for a in statuses.values())
+        if running:
+            try:
+                if httpx.get(f"{base_url}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    raise LakeserveError(f"serving did not become ready within {timeout_s:.0f}s")
+
+
+def stop() -> None:
+    """Shut Serve and the local Ray down."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()

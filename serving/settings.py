@@ -1,0 +1,58 @@
+"""Settings of the serving process and the Serve config file it deploys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lakehouse.errors import ConfigError
+
+DEFAULT_SERVE_CONFIG = Path(__file__).with_name("serve-config.yaml")
+
+
+class ServingSettings(BaseSettings):
+    """How `lakeserve serve` runs Ray Serve, and who may call the API."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
+
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds.")
+    http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    api_keys: SecretStr | None = Field(
+        default=None, description="Comma-separated API keys; when set, non-health routes need one."
+    )
+    serve_config: Path = Field(
+        default=DEFAULT_SERVE_CONFIG, description="Ray Serve config file to deploy."
+    )
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (e.g. ray://head:10001); local if unset."
+    )
+    ray_tmpdir: Path = Field(
+        default=Path("/tmp/lakeserve-ray"), description="Ray session files (keep the path short)."
+    )
+    haproxy: bool = Field(
+        default=True, description="Use Ray Serve's HAProxy ingress instead of the Python proxy."
+    )
+
+    def keys(self) -> list[str]:
+        """Return the configured API keys (empty: auth off)."""
+        if self.api_keys is None:
+            return []
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    def deploy_config(self) -> dict[str, Any]:
+        """Return the Serve config with host and port from these settings."""
+        try:
+            config = yaml.safe_load(self.serve_config.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"serve config {self.serve_config} not found") from exc
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read serve config {self.serve_config}: {exc}") from exc
+        if not isinstance(config, dict) or not config.get("applications"):
+            raise ConfigError(f"serve config {self.serve_config} has no applications")
+        http = dict(config.get("http_options") or {})
+        http.update(host=self.http_host, port=self.http_port)
+        return {**config, "http_options": http}
