@@ -29,8 +29,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lakehouse training tests
-	$(BIN)/ruff format --check lakehouse training tests
+	$(BIN)/ruff check lakehouse training serving tests bench
+	$(BIN)/ruff format --check lakehouse training serving tests bench
 	$(BIN)/mypy
 
 # Re-pin the whole dependency tree after changing pyproject.toml.

@@ -256,7 +256,7 @@ def create_app(
             headers={VERSION_HEADER: served},
         )
 
-    v2_infer = {"response_model": InferResponse, "tags": ["v2"],
+    v2_infer: dict[str, Any] = {"response_model": InferResponse, "tags": ["v2"],
                 "openapi_extra": _body_schema(InferRequest, _INFER_EXAMPLE)}  # fmt: skip
 
     @api.get("/v2/models/{name}", response_model=ModelMetadata, tags=["v2"])

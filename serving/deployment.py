@@ -44,4 +44,4 @@ def build_app(args: dict[str, Any]) -> Application:
 
     The args are validated here, so a bad config fails the deployment with a clear message.
     """
-    return ModelServer.bind(ServingOptions.model_validate(args).model_dump())
+    return ModelServer.bind(ServingOptions.model_validate(args).model_dump())  # type: ignore[attr-defined]

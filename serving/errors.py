@@ -47,7 +47,7 @@ def status_of(exc: RequestError) -> tuple[int, str]:
     """Return (HTTP status, error type) for a domain error."""
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls], ERROR_TYPE[cls]  # type: ignore[index]
+            return STATUS[cls], ERROR_TYPE[cls]
     return 500, "internal"
 
 

@@ -26,7 +26,11 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
     # HAProxy keeps its config and socket under /tmp/haproxy-serve by default: one per port,
     # so two local servers (e.g. the demo and the tests) do not share it. Ray appends a 56-char
     # hash and HAProxy caps socket paths at 97 characters, so the base must stay short.
-    state = Path(f"/tmp/lsh{settings.http_port}")
+    state = settings.ray_tmpdir / f"h{settings.http_port}"
+    if len(str(state)) > 30:
+        raise ConfigError(
+            f"LAKESERVE_RAY_TMPDIR {settings.ray_tmpdir} is too long (HAProxy socket)"
+        )
     env.update(
         RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(state / "haproxy.cfg"),
         RAY_SERVE_HAPROXY_SOCKET_PATH=str(state / "admin.sock"),

@@ -63,6 +63,8 @@ class InputSchema:
 
         `columns` maps column name to a sequence (list or numpy array) of values.
         """
+        if not columns or all(len(values) == 0 for values in columns.values()):
+            raise InvalidInput("the batch is empty: send at least one row")
         missing = [name for name in self.names if name not in columns]
         if missing:
             raise InvalidInput(

@@ -95,7 +95,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest,
     try:
         request = InferRequest.model_validate(json.loads(header))
     except json.JSONDecodeError as exc:
-        raise MalformedRequest(f"body is not valid JSON: {exc.msg}") from exc
+        raise MalformedRequest(f"body is not valid JSON: {exc.msg} at byte {exc.pos}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -39,16 +41,26 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float =
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group by its PID, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+def stop(process: subprocess.Popen[bytes], grace_s: float = 20, marker: str | None = None) -> None:
+    """SIGTERM the server's process group by its PID, then SIGKILL if it lingers.
+
+    `marker` (e.g. a Ray temp dir unique to the server) also finds processes the server
+    started in sessions of their own, such as a local Ray's raylet and workers.
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    if marker:
+        for leftover in psutil.process_iter(["pid", "cmdline"]):
+            if any(marker in part for part in leftover.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    leftover.kill()
 
 
 def start_server(

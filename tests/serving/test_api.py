@@ -1,0 +1,235 @@
+"""The serving API over a fake registry: routes, status codes and exact error bodies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.host import ModelHost
+from serving.metrics import ServingMetrics
+from serving.options import ServingOptions
+from tests.serving.fakes import ROW, FakeRegistry
+
+OPTIONS = {
+    "models": [{"name": "fare"}, {"name": "ghost"}],
+    "max_rows_per_request": 5,
+    "max_body_bytes": 2048,
+    "alias_poll_interval_s": 3600,
+}
+
+
+def make_client(keys: list[str] | None = None) -> tuple[TestClient, FakeRegistry, ModelHost]:
+    registry = FakeRegistry({("fare", "champion"): "3"})
+    host = ModelHost(
+        ServingOptions.model_validate(OPTIONS), registry, ServingMetrics(), batching=False
+    )  # type: ignore[arg-type]
+    return TestClient(create_app(host, api_keys=keys)), registry, host
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    test_client, _, _ = make_client()
+    with test_client:
+        yield test_client
+
+
+def v2_inputs(row: dict[str, Any]) -> list[dict[str, Any]]:
+    types = {float: "FP64", int: "INT32", bool: "BOOL", str: "BYTES"}
+    return [
+        {"name": k, "shape": [1], "datatype": types[type(v)], "data": [v]} for k, v in row.items()
+    ]
+
+
+def error(response: Any) -> tuple[int, dict[str, Any]]:
+    return response.status_code, response.json()
+
+
+def test_predict_with_each_mlflow_format_gives_the_same_answer(client: TestClient) -> None:
+    rows = [ROW, {**ROW, "trip_distance": 10.0}]
+    bodies = [
+        {"dataframe_split": {"columns": list(ROW), "data": [list(r.values()) for r in rows]}},
+        {"dataframe_records": rows},
+        {"instances": rows},
+        {"inputs": {k: [r[k] for r in rows] for k in ROW}},
+    ]
+    for body in bodies:
+        response = client.post("/predict/fare", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": [8.0, 22.0], "model_version": "3"}
+        assert response.headers["x-model-version"] == "3"
+
+
+def test_v2_infer_returns_outputs_with_model_version_and_id(client: TestClient) -> None:
+    response = client.post("/v2/models/fare/infer", json={"id": "r1", "inputs": v2_inputs(ROW)})
+    assert response.status_code == 200
+    assert response.json() == {
+        "model_name": "fare",
+        "model_version": "3",
+        "id": "r1",
+        "outputs": [{"name": "predictions", "shape": [1], "datatype": "FP64", "data": [8.0]}],
+    }
+
+
+def test_v2_metadata_lists_typed_inputs(client: TestClient) -> None:
+    body = client.get("/v2/models/fare").json()
+    assert body["versions"] == ["3"]
+    assert body["inputs"][0] == {"name": "trip_distance", "datatype": "FP64", "shape": [-1]}
+    assert [i["datatype"] for i in body["inputs"]] == ["FP64", "INT32", "BOOL", "BYTES"]
+    assert client.get("/v2/models/fare/versions/3").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"dataframe_records": [{**ROW, "rate_code": 1}]}, 422,
+         "column rate_code: expected string, got int 1 at row 0"),
+        ({"dataframe_records": [{**ROW, "trip_distance": "far"}]}, 422,
+         "column trip_distance: expected double, got str 'far' at row 0"),
+        ({"dataframe_records": [{**ROW, "passenger_count": 1.5}]}, 422,
+         "column passenger_count: expected integer, got 1.5 at row 0"),
+        ({"dataframe_records": [{**ROW, "trip_distance": None}]}, 422,
+         "column trip_distance: expected double, got null at row 0"),
+        ({"dataframe_records": [{k: v for k, v in ROW.items() if k != "rate_code"}]}, 422,
+         "missing column(s) rate_code; the model takes trip_distance, passenger_count, "
+         "is_airport, rate_code"),
+        ({"dataframe_records": [{**ROW, "tolls": 1.0}]}, 422,
+         "unknown column(s) tolls; the model takes trip_distance, passenger_count, "
+         "is_airport, rate_code"),
+        ({"dataframe_records": []}, 422, "the batch is empty: send at least one row"),
+        ({"dataframe_records": [ROW] * 6}, 413, "6 rows exceed the limit of 5 rows per request"),
+        ({"rows": [ROW]}, 400, "body must have exactly one of dataframe_split, "
+         "dataframe_records, instances, inputs (and optionally params); found rows"),
+        ({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}, 400,
+         "dataframe_split.data row 0 must be a list of 1 values"),
+    ],
+)  # fmt: skip
+def test_bad_predict_input_gets_its_status_and_message(
+    client: TestClient, body: dict[str, Any], status: int, message: str
+) -> None:
+    response = client.post("/predict/fare", json=body)
+    assert error(response) == (status, {"error": message, "type": response.json()["type"]})
+    expected_type = {400: "malformed_request", 413: "payload_too_large", 422: "invalid_input"}
+    assert response.json()["type"] == expected_type[status]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status", "message"),
+    [
+        ([{"name": "trip_distance", "shape": [2], "datatype": "FP64", "data": [1.0]}], 400,
+         "input trip_distance: shape [2] needs 2 values, got 1"),
+        ([{"name": "trip_distance", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}], 400,
+         "input trip_distance: shape [1, 3] is not a column; use [rows] or [rows, 1]"),
+        ([{"name": "trip_distance", "shape": [1], "datatype": "FP128", "data": [1]}], 400,
+         "input trip_distance: unknown datatype FP128; use one of BOOL, UINT8, UINT16, UINT32, "
+         "UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES"),
+        ([{"name": "trip_distance", "shape": [1], "datatype": "FP64", "data": ["x"]}], 400,
+         "input trip_distance: FP64 data holds 'x' at row 0"),
+        ([], 400, "invalid inference request at inputs: List should have at least 1 item "
+         "after validation, not 0"),
+    ],
+)  # fmt: skip
+def test_bad_v2_input_gets_its_status_and_message(
+    client: TestClient, inputs: list[dict[str, Any]], status: int, message: str
+) -> None:
+    response = client.post("/v2/models/fare/infer", json={"inputs": inputs})
+    assert response.status_code == status
+    assert response.json()["error"] == message
+
+
+def test_unknown_model_is_404_and_unserved_version_is_404(client: TestClient) -> None:
+    assert error(client.post("/predict/nope", json={"dataframe_records": [ROW]})) == (
+        404,
+        {"error": "model nope is not hosted here; hosted: fare, ghost", "type": "not_found"},
+    )
+    response = client.post("/v2/models/fare/versions/2/infer", json={"inputs": v2_inputs(ROW)})
+    assert error(response) == (
+        404,
+        {
+            "error": "model fare version 2 is not served; @champion is version 3",
+            "type": "not_found",
+        },
+    )
+
+
+def test_model_not_loaded_yet_is_503_and_server_is_not_ready(client: TestClient) -> None:
+    response = client.post("/predict/ghost", json={"dataframe_records": [ROW]})
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("model ghost is not loaded yet: KeyError")
+    assert client.get("/v2/models/ghost/ready").status_code == 503
+    assert client.get("/v2/models/fare/ready").json() == {"name": "fare", "ready": True}
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/health/live").json() == {"live": True}
+
+
+def test_oversized_body_is_413_and_malformed_json_is_400(client: TestClient) -> None:
+    big = json.dumps({"dataframe_records": [{**ROW, "rate_code": "x" * 3000}]}).encode()
+    response = client.post("/predict/fare", content=big)
+    assert error(response) == (
+        413,
+        {
+            "error": f"body of {len(big)} bytes exceeds the limit of 2048 bytes",
+            "type": "payload_too_large",
+        },
+    )
+    response = client.post("/predict/fare", content=b"{oops")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("body is not valid JSON")
+
+
+def test_auth_requires_a_bearer_key_except_on_health() -> None:
+    test_client, _, _ = make_client(keys=["s3cret", "other"])
+    with test_client as client:
+        body = {"dataframe_records": [ROW]}
+        assert error(client.post("/predict/fare", json=body)) == (
+            401,
+            {
+                "error": "missing or invalid API key: send Authorization: Bearer <key>",
+                "type": "unauthorized",
+            },
+        )
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.post("/predict/fare", json=body, headers=wrong).status_code == 401
+        assert client.get("/metrics").status_code == 401
+        good = {"Authorization": "Bearer other"}
+        assert client.post("/predict/fare", json=body, headers=good).status_code == 200
+        assert client.get("/v2/health/live").status_code == 200
+        assert client.get("/v2/health/ready").status_code == 503  # ghost is not loaded
+
+
+def test_alias_move_swaps_the_version_and_a_registry_outage_keeps_serving() -> None:
+    test_client, registry, host = make_client()
+    with test_client as client:
+        registry.aliases[("fare", "champion")] = "4"
+        asyncio.run(host.refresh())
+        assert client.post("/predict/fare", json={"inputs": [ROW]}).json()["model_version"] == "4"
+        registry.fail = True
+        asyncio.run(host.refresh())
+        response = client.post("/predict/fare", json={"inputs": [ROW]})
+        assert response.status_code == 200 and response.json()["model_version"] == "4"
+        models = {m["name"]: m for m in client.get("/models").json()}
+        assert models["fare"]["last_error"] == "ConnectionError: registry unreachable"
+    assert registry.loads.count(("fare", "4")) == 1
+
+
+def test_metrics_count_requests_by_status_and_never_label_unknown_names(client: TestClient) -> None:
+    client.post("/predict/fare", json={"inputs": [ROW]})
+    client.post("/predict/fare", json={"inputs": []})
+    client.post("/predict/made-up-name", json={"inputs": [ROW]})
+    text = client.get("/metrics").text
+    assert (
+        'lakeserve_requests_total{endpoint="predict",model="fare",status="200",version="3"} 1.0'
+        in text
+    )
+    assert (
+        'lakeserve_requests_total{endpoint="predict",model="fare",status="422",version="none"} 1.0'
+        in text
+    )
+    assert 'model="_unknown",status="404"' in text
+    assert "made-up-name" not in text
+    assert 'lakeserve_model_version{model="fare",version="3"} 1.0' in text
