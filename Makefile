@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 DEMO_SCALE ?= 200000
+SERVE_FLAGS ?=
 export LAKESERVE_HOME ?= $(CURDIR)/.lakeserve
 
 .PHONY: demo test lint lock install clean
@@ -24,6 +25,11 @@ demo: $(STAMP)
 	@echo "Lakehouse and MLflow store are under $(LAKESERVE_HOME)."
 	@echo "Browse runs, the registered model fare-regressor and its aliases with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(LAKESERVE_HOME)/mlflow.db --host 127.0.0.1 --port 5000"
+	@echo
+	@echo "Now serving fare-regressor@champion on http://127.0.0.1:$${LAKESERVE_HTTP_PORT:-8000} (Ctrl-C stops). Try:"
+	@echo "  curl -s localhost:$${LAKESERVE_HTTP_PORT:-8000}/predict/fare-regressor -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"dataframe_records\": [{\"trip_distance\": 3.2, \"passenger_count\": 1, \"pickup_hour\": 8, \"pickup_dow\": 2, \"is_weekend\": false, \"pickup_borough\": \"Manhattan\", \"dropoff_borough\": \"Brooklyn\", \"is_airport\": false, \"rate_code\": \"Standard\"}]}'"
+	$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
 test: lint
 	$(BIN)/python -m pytest

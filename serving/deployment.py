@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 from ray import serve
 from ray.serve import Application
 
@@ -30,6 +31,9 @@ class ModelServer:
     def __init__(self, options: dict[str, Any]) -> None:
         configure_logging()
         self.options = ServingOptions.model_validate(options)
+        # A replica owns a fraction of a core: native thread pools (OpenMP in tree models)
+        # sized for the whole machine oversubscribe it and make every predict call slower.
+        threadpool_limits(self.options.model_threads)
         self.keys = ServingSettings().keys()
         registry = Registry(TrackingSettings().uri)
         self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)

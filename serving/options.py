@@ -28,4 +28,7 @@ class ServingOptions(BaseModel):
         default=0.002, ge=0, description="How long a batch waits to fill."
     )
     max_rows_per_request: int = Field(default=10_000, ge=1)
+    model_threads: int = Field(
+        default=1, ge=1, description="Native threads (OpenMP/BLAS) per replica for predict."
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)

@@ -22,6 +22,9 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
         # Local runs need no cluster auth token; a cluster sets its own mode.
         "RAY_AUTH_MODE": "disabled",
         "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.haproxy else "0",
+        # A stopping replica stays reachable (30 s by default) so that external load balancers
+        # can deregister it; on one machine HAProxy is reconfigured locally within a second.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     }
     # HAProxy keeps its config and socket under /tmp/haproxy-serve by default: one per port,
     # so two local servers (e.g. the demo and the tests) do not share it. Ray appends a 56-char
