@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from threadpoolctl import threadpool_limits
 from ray import serve
 from ray.serve import Application
+from threadpoolctl import threadpool_limits
 
 from lakehouse.config import TrackingSettings
 from lakehouse.logs import configure_logging
