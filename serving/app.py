@@ -222,8 +222,8 @@ def create_app(
         parsed, columns = parse_request(body, request.headers.get(BINARY_HEADER))
         slot = loaded(name, version)
         assert slot.current is not None
-        frame = slot.current.schema.frame(columns, host.options.max_rows_per_request)
-        predictions, served = await slot.predict(frame)
+        rows = slot.current.schema.check(columns, host.options.max_rows_per_request)
+        predictions, served = await slot.predict(rows)
         answer = InferResponse(
             model_name=name,
             model_version=served,
@@ -245,8 +245,8 @@ def create_app(
         columns = columns_from_invocation(payload)
         slot = loaded(name)
         assert slot.current is not None
-        frame = slot.current.schema.frame(columns, host.options.max_rows_per_request)
-        predictions, served = await slot.predict(frame)
+        rows = slot.current.schema.check(columns, host.options.max_rows_per_request)
+        predictions, served = await slot.predict(rows)
         answer = Predictions(
             predictions=output_tensor("predictions", predictions).data, model_version=served
         )

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import structlog
 from ray import serve
 
@@ -20,6 +19,7 @@ from serving.options import ModelSpec, ServingOptions
 
 log = structlog.get_logger(__name__)
 Prediction = tuple[np.ndarray, str]
+Rows = dict[str, np.ndarray]  # one request's columns, checked against the signature
 
 
 class ModelSlot:
@@ -44,22 +44,21 @@ class ModelSlot:
         """Return True once a version is loaded."""
         return self.current is not None
 
-    async def predict(self, frame: pd.DataFrame) -> Prediction:
-        """Queue a typed frame; return its predictions and the version that made them."""
+    async def predict(self, rows: Rows) -> Prediction:
+        """Queue checked rows; return their predictions and the version that made them."""
         if self._batch is None:
-            return self.predict_batch([frame])[0]
-        return await self._batch.predict(frame)
+            return self.predict_batch([rows])[0]
+        return await self._batch.predict(rows)
 
-    def predict_batch(self, frames: list[pd.DataFrame]) -> list[Prediction]:
+    def predict_batch(self, batch: list[Rows]) -> list[Prediction]:
         """Predict several requests in one call with one model version."""
         model = self.current
         if model is None:
             raise NotReady(f"model {self.spec.name} is not loaded yet")
-        sizes = [len(frame) for frame in frames]
-        combined = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        predictions = model.predict(combined)
-        self._metrics.observe_batch(model.name, model.version, len(frames), len(combined))
-        bounds = np.cumsum(sizes)[:-1]
+        frame = model.schema.frame(batch)
+        predictions = model.predict(frame)
+        self._metrics.observe_batch(model.name, model.version, len(batch), len(frame))
+        bounds = np.cumsum([len(next(iter(rows.values()))) for rows in batch])[:-1]
         return [(part, model.version) for part in np.split(predictions, bounds)]
 
 
@@ -71,8 +70,10 @@ def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
             self.slot = slot
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
-        async def predict(self, frames: list[pd.DataFrame]) -> list[Prediction]:
-            return self.slot.predict_batch(frames)
+        async def predict(self, batch: list[Rows]) -> list[Prediction]:
+            # In a thread: tree and linear models release the GIL while predicting, so the
+            # event loop keeps accepting and checking the requests of the next batch.
+            return await asyncio.to_thread(self.slot.predict_batch, batch)
 
     return Batcher
 

@@ -58,10 +58,11 @@ class InputSchema:
         """Return the column names in order."""
         return [c.name for c in self.columns]
 
-    def frame(self, columns: dict[str, Any], max_rows: int) -> pd.DataFrame:
-        """Return a frame typed as the signature says, or raise naming the first problem.
+    def check(self, columns: dict[str, Any], max_rows: int) -> dict[str, np.ndarray]:
+        """Return the columns typed as the signature says, or raise naming the first problem.
 
-        `columns` maps column name to a sequence (list or numpy array) of values.
+        `columns` maps column name to a sequence (list or numpy array) of values. Arrays, not a
+        DataFrame: a batch builds one frame for all its requests, which is much cheaper.
         """
         if not columns or all(len(values) == 0 for values in columns.values()):
             raise InvalidInput("the batch is empty: send at least one row")
@@ -83,7 +84,15 @@ class InputSchema:
             raise InvalidInput("the batch is empty: send at least one row")
         if rows > max_rows:
             raise PayloadTooLarge(f"{rows} rows exceed the limit of {max_rows} rows per request")
-        return pd.DataFrame({c.name: _typed(c, columns[c.name]) for c in self.columns})
+        return {c.name: _typed(c, columns[c.name]) for c in self.columns}
+
+    def frame(self, batch: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+        """Stack checked requests into one frame in signature order."""
+        if len(batch) == 1:
+            return pd.DataFrame(batch[0], columns=self.names)
+        return pd.DataFrame(
+            {name: np.concatenate([item[name] for item in batch]) for name in self.names}
+        )
 
 
 def _typed(column: Column, values: Any) -> np.ndarray:
