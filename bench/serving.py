@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-s", type=float, default=0.002)
     parser.add_argument("--no-haproxy", action="store_true", help="Use Serve's Python proxy.")
+    parser.add_argument("--skip-peer", action="store_true", help="Measure Lakeserve only.")
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     home = Path(tempfile.mkdtemp(prefix="lakeserve-bench-"))
@@ -225,6 +226,8 @@ def main() -> None:
             f"http://127.0.0.1:{peer_port}/health", f"http://127.0.0.1:{peer_port}/invocations", None,
         ),
     }  # fmt: skip
+    if args.skip_peer:
+        del peers["mlflow models serve"]
     for name, (command, environment, health, url, marker) in peers.items():
         log = (home / f"{name.split()[0]}.log").open("wb")
         process = subprocess.Popen(
@@ -246,6 +249,8 @@ def main() -> None:
             stop(process, marker)
             log.close()
 
+    if args.skip_peer:
+        return
     ours, peer = results["lakeserve /predict"], results["mlflow models serve"]
     table = Table(
         title=f"Single-row requests, {args.duration}s per level, {os.cpu_count()} cores, load by {'wrk' if shutil.which('wrk') else 'httpx'}"

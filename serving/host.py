@@ -71,9 +71,7 @@ def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
         async def predict(self, batch: list[Rows]) -> list[Prediction]:
-            # In a thread: tree and linear models release the GIL while predicting, so the
-            # event loop keeps accepting and checking the requests of the next batch.
-            return await asyncio.to_thread(self.slot.predict_batch, batch)
+            return self.slot.predict_batch(batch)
 
     return Batcher
 

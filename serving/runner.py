@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
         # Local runs need no cluster auth token; a cluster sets its own mode.
         "RAY_AUTH_MODE": "disabled",
         "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.haproxy else "0",
+        # Ray's throughput profile: user code on the replica's loop, buffered request logs,
+        # direct ingress, GC frozen after start-up. Measured here: +20-30% req/s (bench/).
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         # A stopping replica stays reachable (30 s by default) so that external load balancers
         # can deregister it; on one machine HAProxy is reconfigured locally within a second.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
@@ -35,12 +39,22 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
             f"LAKESERVE_RAY_TMPDIR {settings.ray_tmpdir} is too long (HAProxy socket)"
         )
     env.update(
+        # HAProxy's stats and metrics ports are fixed by default (8404, 9101) and bind every
+        # interface; two local servers would collide, so take free ones.
+        RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()),
+        RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
         RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(state / "haproxy.cfg"),
         RAY_SERVE_HAPROXY_SOCKET_PATH=str(state / "admin.sock"),
         RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(state),
         RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(state / "server-state"),
     )
     return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def start(settings: ServingSettings) -> dict[str, Any]:
