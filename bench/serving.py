@@ -271,7 +271,7 @@ def main() -> None:
         a, b = ours[clients], peer[clients]
         table.add_row(str(clients), f"{a.rps:.0f}", f"{a.p50_ms:.1f}", f"{a.p99_ms:.1f}", f"{b.rps:.0f}",
                       f"{b.p50_ms:.1f}", f"{b.p99_ms:.1f}", f"{a.rps / b.rps:.1f}x", f"{a.p99_ms / b.p99_ms:.2f}")  # fmt: skip
-    Console().print(table)
+    Console(width=140).print(table)
     shutil.rmtree(home, ignore_errors=True)
 
 
