@@ -35,10 +35,13 @@ def serve_command(
     settings = ServingSettings(**overrides)
     base_url = f"http://{settings.http_host}:{settings.http_port}"
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         with err.status("starting Ray Serve and loading models"):
             deployed = runner.start(settings)
+            # After ray.init, which installs handlers of its own: Ctrl-C and SIGTERM (Kubernetes,
+            # a backgrounded shell job where SIGINT is ignored) both stop Serve cleanly.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stopping.set())
             runner.wait_until_ready(base_url, ready_timeout)
         models = [
             m["name"] for app in deployed["applications"] for m in app["args"].get("models", [])
@@ -53,6 +56,7 @@ def serve_command(
         out.print("press Ctrl-C to stop")
         while not stopping.wait(0.5):
             pass
+        err.print("stopping on signal")
     except KeyboardInterrupt:
         pass
     finally:
