@@ -18,6 +18,7 @@ from rich.table import Table
 
 from lakehouse.config import LakehouseSettings
 from lakehouse.console import err, main_for, out
+from lakehouse.docs.pipeline import seed_docs
 from lakehouse.seed import seed_trips
 from lakehouse.tables import Lakehouse
 from serving.cli import serve_command
@@ -49,8 +50,12 @@ def seed(
         int, typer.Option(help="Rows per daily batch; bounds memory use.", min=1)
     ] = 250_000,
     force: Annotated[bool, typer.Option(help="Rebuild every layer even if up to date.")] = False,
+    modules: Annotated[
+        str | None,
+        typer.Option(help="Document corpus: only these stdlib modules (comma-separated)."),
+    ] = None,
 ) -> None:
-    """Build the bronze, silver and gold trip tables; skip layers that are up to date."""
+    """Build the trip and document tables (bronze, silver, gold); skip up-to-date layers."""
     lake = Lakehouse(LakehouseSettings())
     columns = (
         TextColumn("{task.description:<7}"),
@@ -67,6 +72,10 @@ def seed(
             bar.advance(tasks[layer], rows)
 
         results = seed_trips(lake, scale, seed, rows_per_batch, progress=advance, force=force)
+        docs = bar.add_task("docs", total=None)
+        wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
+        results += seed_docs(lake, wanted, force=force)
+        bar.update(docs, total=1, completed=1)
     table = Table(title=f"Lakehouse at {lake.root}")
     for name in ("table", "version", "rows", "status"):
         table.add_column(name, justify="right" if name in {"version", "rows"} else "left")

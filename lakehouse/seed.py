@@ -111,7 +111,7 @@ def _bronze(
 
 def _bronze_days(lake: Lakehouse, version: int) -> Iterator[pd.DataFrame]:
     table = lake.open(BRONZE, version)
-    dataset = table.to_pyarrow_dataset()
+    dataset = lake.dataset(BRONZE, version)
     days = sorted({p["ingest_date"] for p in table.partitions()})
     for day in days:
         day_filter = pc.field("ingest_date") == pa.scalar(pd.Timestamp(day).date(), pa.date32())

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
@@ -47,6 +49,9 @@ CATALOG: tuple[TableRef, ...] = (
     TableRef("silver", "trips"),
     TableRef("silver", "trips_rejected"),
     TableRef("gold", "trips"),
+    TableRef("bronze", "docs"),
+    TableRef("silver", "docs"),
+    TableRef("gold", "docs"),
 )
 
 
@@ -121,10 +126,61 @@ class Lakehouse:
             if key.startswith(METADATA_PREFIX)
         }
 
+    def dataset(self, ref: TableRef, version: int | None = None) -> ds.Dataset:
+        """Return a pyarrow dataset of the table's files at a version (the log decides which).
+
+        The files are read with pyarrow's own filesystems. deltalake's `to_pyarrow_dataset`
+        routes reads through a Python filesystem handler whose threads make about half of all
+        processes abort at exit ("terminate called without an active exception", 134).
+        """
+        table = self.open(ref, version)
+        schema = pa.schema(table.schema().to_arrow())
+        partition_columns = table.metadata().partition_columns
+        filesystem = self._filesystem()
+        paths = [_fs_path(uri) for uri in table.file_uris()]
+        partitioning = None
+        if partition_columns:
+            partitioning = ds.partitioning(
+                pa.schema([schema.field(name) for name in partition_columns]), flavor="hive"
+            )
+        return ds.dataset(
+            paths,
+            schema=schema,
+            format="parquet",
+            filesystem=filesystem,
+            partitioning=partitioning,
+            partition_base_dir=_fs_path(self.uri(ref)),
+        )
+
+    def read(
+        self, ref: TableRef, version: int | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """Read a whole table (or some columns) at a version."""
+        return self.dataset(ref, version).to_table(columns=columns)
+
     def scan(self, ref: TableRef, version: int | None = None) -> Iterator[pa.RecordBatch]:
         """Stream a table's record batches at a version."""
-        dataset = self.open(ref, version).to_pyarrow_dataset()
-        yield from dataset.to_batches()
+        yield from self.dataset(ref, version).to_batches()
+
+    def _filesystem(self) -> pafs.FileSystem:
+        if not self.settings.is_remote:
+            return pafs.LocalFileSystem()
+        settings = self.settings
+        endpoint = settings.s3_endpoint_url
+        scheme = "https"
+        if endpoint and "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        return pafs.S3FileSystem(
+            access_key=settings.s3_access_key_id.get_secret_value()
+            if settings.s3_access_key_id
+            else None,
+            secret_key=settings.s3_secret_access_key.get_secret_value()
+            if settings.s3_secret_access_key
+            else None,
+            region=settings.s3_region,
+            endpoint_override=endpoint,
+            scheme=scheme,
+        )
 
     def describe(self, ref: TableRef) -> dict[str, Any]:
         """Return version, row count, partitioning, schema and last commit of a table."""
@@ -149,6 +205,11 @@ class Lakehouse:
     def tables(self) -> list[TableRef]:
         """Return the catalogued tables that exist under the root."""
         return [ref for ref in CATALOG if self.exists(ref)]
+
+
+def _fs_path(uri: str) -> str:
+    """Turn a table or file URI into a path of pyarrow's filesystems (`bucket/key` for S3)."""
+    return uri.split("://", 1)[1] if "://" in uri else uri
 
 
 _DONE = object()

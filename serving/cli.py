@@ -99,6 +99,4 @@ def _sample_row(columns: list[str]) -> dict[str, Any]:
     from lakehouse.tables import Lakehouse, TableRef
 
     lake = Lakehouse(LakehouseSettings())
-    table = lake.open(TableRef("gold", "trips"))
-    first = table.to_pyarrow_dataset().head(1, columns=columns).to_pylist()[0]
-    return first
+    return lake.dataset(TableRef("gold", "trips")).head(1, columns=columns).to_pylist()[0]

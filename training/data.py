@@ -54,7 +54,7 @@ def load(lake: Lakehouse, config: DataConfig) -> Dataset:
         else:
             raise DataError(f"feature {name} has unsupported type {type_}")
 
-    frame = table.to_pyarrow_dataset().to_table(columns=wanted).to_pandas()
+    frame = lake.read(ref, table.version(), columns=wanted).to_pandas()
     before = len(frame)
     frame = frame.dropna(subset=[config.target])
     if before != len(frame):

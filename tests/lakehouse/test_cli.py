@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def test_seed_then_show_lists_tables_with_versions_rows_and_schema(
     lake_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seeded = invoke(capsys, "lake", "seed", "--scale", "4000", "--seed", "9")
+    seeded = invoke(capsys, "lake", "seed", "--scale", "4000", "--seed", "9", "--modules", "json")
     assert seeded.code == 0, seeded.err
     assert "gold.trips" in seeded.out and "written" in seeded.out
 
@@ -29,9 +29,12 @@ def test_seed_then_show_lists_tables_with_versions_rows_and_schema(
     assert tables["gold.trips"]["schema"]["fare_amount"] == "double"
     assert tables["silver.trips"]["metadata"]["source"] == "bronze.trips@0"
 
-    again = invoke(capsys, "lake", "seed", "--scale", "4000", "--seed", "9")
+    assert tables["gold.docs"]["metadata"]["source"] == "silver.docs@0"
+    assert tables["bronze.docs"]["metadata"]["modules"] == "json"
+
+    again = invoke(capsys, "lake", "seed", "--scale", "4000", "--seed", "9", "--modules", "json")
     assert again.code == 0
-    assert again.out.count("up to date") == 4
+    assert again.out.count("up to date") == 7
 
 
 def test_show_on_an_empty_lakehouse_says_how_to_fill_it(

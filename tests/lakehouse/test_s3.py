@@ -44,14 +44,14 @@ def test_seed_show_and_time_travel_work_on_s3(s3_lake: Lakehouse) -> None:
         "gold.trips",
     ]
     assert s3_lake.describe(BRONZE)["rows"] == 3_000
-    first = s3_lake.open(GOLD).to_pyarrow_table()
+    first = s3_lake.read(GOLD)
 
     rerun = seed_trips(s3_lake, 3_000, seed=1, rows_per_batch=2_000)
     assert all(result.skipped for result in rerun)
 
     seed_trips(s3_lake, 3_000, seed=2, rows_per_batch=2_000)
     assert s3_lake.open(GOLD).version() == 1
-    assert s3_lake.open(GOLD, version=0).to_pyarrow_table().equals(first)
+    assert s3_lake.read(GOLD, version=0).equals(first)
 
 
 def test_s3_credentials_reach_deltalake_but_not_the_repr(s3_lake: Lakehouse) -> None:

@@ -30,7 +30,7 @@ def fingerprint(lake: Lakehouse) -> dict[str, object]:
     """Content of every layer, independent of file layout and version numbers."""
     out: dict[str, object] = {}
     for ref in (BRONZE, SILVER, REJECTED, GOLD):
-        table = lake.open(ref).to_pyarrow_table()
+        table = lake.read(ref)
         keys = [name for name in ("trip_id", "rejected_by") if name in table.column_names]
         out[str(ref)] = table.sort_by([(key, "ascending") for key in keys]).to_pydict()
     return out
@@ -58,7 +58,7 @@ def test_bronze_is_partitioned_by_daily_file(seeded: Lakehouse) -> None:
 
 
 def test_silver_rows_satisfy_every_rule(seeded: Lakehouse) -> None:
-    silver = seeded.open(SILVER).to_pyarrow_table()
+    silver = seeded.read(SILVER)
     assert len(pc.unique(silver.column("trip_id"))) == silver.num_rows
     fare = silver.column("fare_amount")
     assert pc.min(fare).as_py() >= clean.MIN_FARE and pc.max(fare).as_py() <= clean.MAX_FARE
@@ -71,7 +71,7 @@ def test_silver_rows_satisfy_every_rule(seeded: Lakehouse) -> None:
 
 
 def test_rejected_rows_name_their_rule_and_match_the_counts(seeded: Lakehouse) -> None:
-    rejected = seeded.open(REJECTED).to_pyarrow_table()
+    rejected = seeded.read(REJECTED)
     by_rule = pc.value_counts(rejected.column("rejected_by")).to_pylist()
     counted = {item["values"]: item["counts"] for item in by_rule}
     recorded = {
@@ -84,7 +84,7 @@ def test_rejected_rows_name_their_rule_and_match_the_counts(seeded: Lakehouse) -
 
 
 def test_gold_has_model_ready_features(seeded: Lakehouse) -> None:
-    gold = seeded.open(GOLD).to_pyarrow_table()
+    gold = seeded.read(GOLD)
     assert gold.schema == GOLD_SCHEMA
     for name in FEATURES:
         assert gold.column(name).null_count == 0, name
@@ -111,11 +111,11 @@ def test_rerun_with_same_parameters_writes_nothing(tmp_path: Path) -> None:
 def test_rerun_with_new_seed_adds_versions_and_keeps_old_ones(tmp_path: Path) -> None:
     lake = lake_at(tmp_path)
     seed_trips(lake, SCALE, seed=3, rows_per_batch=BATCH)
-    old_gold = lake.open(GOLD).to_pyarrow_table()
+    old_gold = lake.read(GOLD)
     seed_trips(lake, SCALE, seed=4, rows_per_batch=BATCH)
     assert versions(lake) == dict.fromkeys(versions(lake), 1)
-    assert lake.open(GOLD, version=0).to_pyarrow_table().equals(old_gold)
-    assert not lake.open(GOLD).to_pyarrow_table().equals(old_gold)
+    assert lake.read(GOLD, version=0).equals(old_gold)
+    assert not lake.read(GOLD).equals(old_gold)
 
 
 def test_interrupted_run_resumes_to_the_same_tables(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def platform(home: Path, mlflow_server: str) -> Iterator[Platform]:
 @pytest.fixture(scope="module")
 def rows(home: Path) -> pd.DataFrame:
     lake = Lakehouse(LakehouseSettings(home=home))
-    frame = lake.open(GOLD).to_pyarrow_dataset().head(40, columns=FEATURES).to_pandas()
+    frame = lake.dataset(GOLD).head(40, columns=FEATURES).to_pandas()
     for name in ("pickup_borough", "dropoff_borough", "rate_code"):
         frame[name] = frame[name].astype(object)
     return frame

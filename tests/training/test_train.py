@@ -122,7 +122,7 @@ def test_a_pinned_table_version_is_read_and_recorded(
     _, out = train(capsys, "--config", RIDGE, "--model-name", "fare-pinned", "--table-version", "0")
     lake = Lakehouse(LakehouseSettings(home=seeded_home))
     assert out["data"]["version"] == 0  # type: ignore[index]
-    rows_v0 = lake.open(GOLD, 0).to_pyarrow_table().num_rows
+    rows_v0 = lake.read(GOLD, 0).num_rows
     assert out["data"]["rows"] == rows_v0  # type: ignore[index]
     assert env.get_run(str(out["run_id"])).data.params["data.version"] == "0"
 
