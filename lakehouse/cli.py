@@ -109,7 +109,7 @@ def show(
     for info in described:
         meta = info["metadata"]
         built_from = meta.get("source") or ", ".join(
-            f"{k}={meta[k]}" for k in ("seed", "scale") if k in meta
+            f"{k}={meta[k]}" for k in ("seed", "scale", "python", "modules") if k in meta
         )
         table.add_row(
             info["table"],
