@@ -35,8 +35,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check lakehouse training serving tests bench
-	$(BIN)/ruff format --check lakehouse training serving tests bench
+	$(BIN)/ruff check lakehouse training serving rag tests bench
+	$(BIN)/ruff format --check lakehouse training serving rag tests bench
 	$(BIN)/mypy
 
 # Re-pin the whole dependency tree after changing pyproject.toml.
