@@ -34,15 +34,20 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def configure_logging(settings: LogSettings | None = None) -> None:
-    """Route structlog and stdlib logging to stderr in the configured format."""
+def configure_logging(settings: LogSettings | None = None, colors: bool | None = None) -> None:
+    """Route structlog and stdlib logging to stderr in the configured format.
+
+    `colors` defaults to whether stderr is a terminal; pass False where stderr is a log file
+    that claims to be one (Ray workers).
+    """
     settings = settings or LogSettings()
     level = logging.getLevelName(settings.level)
     renderer: structlog.typing.Processor
     if settings.format == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        use_colors = sys.stderr.isatty() if colors is None else colors
+        renderer = structlog.dev.ConsoleRenderer(colors=use_colors)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

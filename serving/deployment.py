@@ -29,7 +29,7 @@ class ModelServer:
     """A replica: every configured model in process, behind the FastAPI app (one hop)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        configure_logging()
+        configure_logging(colors=False)
         self.options = ServingOptions.model_validate(options)
         # A replica owns a fraction of a core: native thread pools (OpenMP in tree models)
         # sized for the whole machine oversubscribe it and make every predict call slower.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -112,7 +113,25 @@ def wait_until_ready(base_url: str, timeout_s: float) -> None:
             except httpx.HTTPError:
                 pass
         time.sleep(0.5)
-    raise LakeserveError(f"serving did not become ready within {timeout_s:.0f}s")
+    raise LakeserveError(
+        f"serving did not become ready within {timeout_s:.0f}s{_model_errors(base_url)}"
+    )
+
+
+def _model_errors(base_url: str) -> str:
+    """Say why models are not loaded, from the replicas' own account (health routes only)."""
+    with contextlib.suppress(httpx.HTTPError, ValueError):
+        # /models may need an API key; health stays open, so fall back to a plain message.
+        response = httpx.get(f"{base_url}/models", timeout=2)
+        if response.status_code == 200:
+            problems = [
+                f"{m['name']}@{m['alias']}: {m['last_error']}"
+                for m in response.json()
+                if not m["ready"] and m["last_error"]
+            ]
+            if problems:
+                return "; " + "; ".join(problems)
+    return ""
 
 
 def stop() -> None:
