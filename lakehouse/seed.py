@@ -74,12 +74,8 @@ def seed_trips(
     return results
 
 
-def _up_to_date(lake: Lakehouse, ref: TableRef, expected: dict[str, str]) -> bool:
-    metadata = lake.commit_metadata(ref)
-    return bool(metadata) and all(metadata.get(k) == v for k, v in expected.items())
-
-
-def _skipped(lake: Lakehouse, ref: TableRef) -> LayerResult:
+def skipped(lake: Lakehouse, ref: TableRef) -> LayerResult:
+    """Return the result of a layer that was already up to date."""
     info = lake.describe(ref)
     log.info("layer up to date", table=str(ref), version=info["version"])
     return LayerResult(str(ref), info["version"], info["rows"], skipped=True)
@@ -88,8 +84,8 @@ def _skipped(lake: Lakehouse, ref: TableRef) -> LayerResult:
 def _bronze(
     lake: Lakehouse, params: dict[str, str], progress: Progress, force: bool
 ) -> LayerResult:
-    if not force and _up_to_date(lake, BRONZE, params):
-        return _skipped(lake, BRONZE)
+    if not force and lake.built_from(BRONZE, params):
+        return skipped(lake, BRONZE)
     scale, seed = int(params["scale"]), int(params["seed"])
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -122,8 +118,8 @@ def _silver(
     lake: Lakehouse, source: str, bronze_rows: int, progress: Progress, force: bool
 ) -> list[LayerResult]:
     expected = {"source": source, "rules": clean.RULES_VERSION}
-    if not force and _up_to_date(lake, SILVER, expected) and _up_to_date(lake, REJECTED, expected):
-        return [_skipped(lake, SILVER), _skipped(lake, REJECTED)]
+    if not force and lake.built_from(SILVER, expected) and lake.built_from(REJECTED, expected):
+        return [skipped(lake, SILVER), skipped(lake, REJECTED)]
     bronze_version = int(source.rpartition("@")[2])
     counts: Counter[str] = Counter()
     quarantined: list[pd.DataFrame] = []
@@ -170,8 +166,8 @@ def _gold(
     lake: Lakehouse, source: str, silver_rows: int, progress: Progress, force: bool
 ) -> LayerResult:
     expected = {"source": source, "features": features.FEATURES_VERSION}
-    if not force and _up_to_date(lake, GOLD, expected):
-        return _skipped(lake, GOLD)
+    if not force and lake.built_from(GOLD, expected):
+        return skipped(lake, GOLD)
     silver_version = int(source.rpartition("@")[2])
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -158,6 +158,11 @@ class Lakehouse:
         """Read a whole table (or some columns) at a version."""
         return self.dataset(ref, version).to_table(columns=columns)
 
+    def built_from(self, ref: TableRef, expected: dict[str, str]) -> bool:
+        """Return True when the latest commit's metadata has every `expected` key and value."""
+        metadata = self.commit_metadata(ref)
+        return bool(metadata) and all(metadata.get(k) == v for k, v in expected.items())
+
     def scan(self, ref: TableRef, version: int | None = None) -> Iterator[pa.RecordBatch]:
         """Stream a table's record batches at a version."""
         yield from self.dataset(ref, version).to_batches()

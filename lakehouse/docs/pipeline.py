@@ -22,7 +22,7 @@ import pyarrow.json as pajson
 import structlog
 
 from lakehouse.errors import LakeserveError
-from lakehouse.seed import LayerResult
+from lakehouse.seed import LayerResult, skipped
 from lakehouse.tables import Lakehouse, TableRef
 
 BRONZE = TableRef("bronze", "docs")
@@ -125,16 +125,16 @@ def seed_docs(
         "extractor": EXTRACTOR_VERSION,
     }
     results: list[LayerResult] = []
-    if not force and _matches(lake, BRONZE, params):
-        results.append(_skipped(lake, BRONZE))
+    if not force and lake.built_from(BRONZE, params):
+        results.append(skipped(lake, BRONZE))
     else:
         bronze = _extract(modules)
         version = lake.overwrite(BRONZE, bronze.to_batches(), BRONZE_SCHEMA, metadata=params)
         results.append(LayerResult(str(BRONZE), version, bronze.num_rows, skipped=False))
 
     silver_params = {"source": f"{BRONZE}@{results[0].version}", "rules": RULES_VERSION}
-    if not force and _matches(lake, SILVER, silver_params):
-        results.append(_skipped(lake, SILVER))
+    if not force and lake.built_from(SILVER, silver_params):
+        results.append(skipped(lake, SILVER))
     else:
         silver, counts = _clean(lake.read(BRONZE))
         metadata = {**silver_params, **{f"rejected.{k}": str(v) for k, v in counts.items()}}
@@ -142,8 +142,8 @@ def seed_docs(
         results.append(LayerResult(str(SILVER), version, silver.num_rows, False, counts))
 
     gold_params = {"source": f"{SILVER}@{results[1].version}"}
-    if not force and _matches(lake, GOLD, gold_params):
-        results.append(_skipped(lake, GOLD))
+    if not force and lake.built_from(GOLD, gold_params):
+        results.append(skipped(lake, GOLD))
     else:
         previous: dict[str, tuple[str, object]] = {}
         if lake.exists(GOLD):
@@ -156,13 +156,3 @@ def seed_docs(
         log.info("gold docs written", version=version, rows=gold.num_rows, changed=changed)
         results.append(LayerResult(str(GOLD), version, gold.num_rows, skipped=False))
     return results
-
-
-def _matches(lake: Lakehouse, ref: TableRef, expected: dict[str, str]) -> bool:
-    metadata = lake.commit_metadata(ref)
-    return bool(metadata) and all(metadata.get(k) == v for k, v in expected.items())
-
-
-def _skipped(lake: Lakehouse, ref: TableRef) -> LayerResult:
-    info = lake.describe(ref)
-    return LayerResult(str(ref), info["version"], info["rows"], skipped=True)
