@@ -50,10 +50,25 @@ class Plan:
         return not self.write and not self.delete
 
 
+CHUNKER_VERSION = "1"
+
+
+def chunk_fingerprint(content_hash: str, size: int, overlap: int) -> str:
+    """Return what each chunk records as its source: content and how it was chunked.
+
+    A new chunk size changes every chunk's text without changing the document, so the chunking
+    parameters are part of what must match for a document to count as unchanged.
+    """
+    return f"{content_hash}:{size}:{overlap}:{CHUNKER_VERSION}"
+
+
 def plan_sync(
     docs: Iterable[SourceDoc], indexed: Mapping[str, IndexedDoc], size: int, overlap: int
 ) -> Plan:
-    """Compare the source documents with the index and return what to change."""
+    """Compare the source documents with the index and return what to change.
+
+    `IndexedDoc.hashes` holds the fingerprints (`chunk_fingerprint`) the chunks were written with.
+    """
     plan = Plan()
     seen: set[str] = set()
     for doc in docs:
@@ -64,7 +79,7 @@ def plan_sync(
         if (
             current is not None
             and current.chunk_ids == expected
-            and current.hashes == {doc.content_hash}
+            and current.hashes == {chunk_fingerprint(doc.content_hash, size, overlap)}
         ):
             plan.unchanged += 1
             continue

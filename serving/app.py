@@ -212,18 +212,23 @@ def create_app(
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-        body = await request.body()
-        if len(body) > limit:
-            raise PayloadTooLarge(f"body of {len(body)} bytes exceeds the limit of {limit} bytes")
-        return body
+        # Chunked bodies declare no length: count while reading and stop at the limit.
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         body = await read_body(request)
         parsed, columns = parse_request(body, request.headers.get(BINARY_HEADER))
         slot = loaded(name, version)
-        assert slot.current is not None
-        rows = slot.current.schema.check(columns, host.options.max_rows_per_request)
-        predictions, served = await slot.predict(rows)
+        model = slot.current
+        assert model is not None
+        rows = model.schema.check(columns, host.options.max_rows_per_request)
+        predictions, served = await slot.predict(model, rows)
         answer = InferResponse(
             model_name=name,
             model_version=served,
@@ -242,11 +247,14 @@ def create_app(
             payload = json.loads(body)
         except json.JSONDecodeError as exc:
             raise MalformedRequest(f"body is not valid JSON: {exc.msg}") from exc
+        except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting
+            raise MalformedRequest(f"body is not valid JSON: {type(exc).__name__}") from exc
         columns = columns_from_invocation(payload)
         slot = loaded(name)
-        assert slot.current is not None
-        rows = slot.current.schema.check(columns, host.options.max_rows_per_request)
-        predictions, served = await slot.predict(rows)
+        model = slot.current
+        assert model is not None
+        rows = model.schema.check(columns, host.options.max_rows_per_request)
+        predictions, served = await slot.predict(model, rows)
         answer = Predictions(
             predictions=output_tensor("predictions", predictions).data, model_version=served
         )

@@ -35,6 +35,8 @@ def serve_command(
     settings = ServingSettings(**overrides)
     base_url = f"http://{settings.http_host}:{settings.http_port}"
     stopping = threading.Event()
+    settings.keys()  # fail now, not in every replica, if LAKESERVE_API_KEYS is malformed
+    deployed: dict[str, Any] | None = None
     try:
         with err.status("starting Ray Serve and loading models"):
             deployed = runner.start(settings)
@@ -61,7 +63,7 @@ def serve_command(
         pass
     finally:
         with err.status("stopping"):
-            runner.stop()
+            runner.stop(settings, deployed)
 
 
 def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:

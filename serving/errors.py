@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,6 +18,8 @@ from lakehouse.errors import (
     RequestError,
     Unauthorized,
 )
+
+log = structlog.get_logger(__name__)
 
 STATUS: dict[type[RequestError], int] = {
     MalformedRequest: 400,
@@ -70,6 +73,12 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return error_response(422, "invalid_input", f"{where}: {first['msg']}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: log it with its traceback, answer in the same JSON shape.
+        log.exception("unhandled error", path=request.url.path)
+        return error_response(500, "internal", f"internal error ({type(exc).__name__})")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

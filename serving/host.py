@@ -12,7 +12,7 @@ import numpy as np
 import structlog
 from ray import serve
 
-from lakehouse.errors import NotFound, NotReady
+from lakehouse.errors import NotFound
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, Registry
 from serving.options import ModelSpec, ServingOptions
@@ -44,22 +44,32 @@ class ModelSlot:
         """Return True once a version is loaded."""
         return self.current is not None
 
-    async def predict(self, rows: Rows) -> Prediction:
-        """Queue checked rows; return their predictions and the version that made them."""
+    async def predict(self, model: LoadedModel, rows: Rows) -> Prediction:
+        """Queue rows checked against `model`; return predictions made by that same version."""
         if self._batch is None:
-            return self.predict_batch([rows])[0]
-        return await self._batch.predict(rows)
+            return self.predict_batch([(model, rows)])[0]
+        return await self._batch.predict((model, rows))
 
-    def predict_batch(self, batch: list[Rows]) -> list[Prediction]:
-        """Predict several requests in one call with one model version."""
-        model = self.current
-        if model is None:
-            raise NotReady(f"model {self.spec.name} is not loaded yet")
-        frame = model.schema.frame(batch)
-        predictions = model.predict(frame)
-        self._metrics.observe_batch(model.name, model.version, len(batch), len(frame))
-        bounds = np.cumsum([len(next(iter(rows.values()))) for rows in batch])[:-1]
-        return [(part, model.version) for part in np.split(predictions, bounds)]
+    def predict_batch(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Prediction]:
+        """Predict queued requests, one model call per version among them.
+
+        Each request carries the version it was checked against, so a version swapped in while
+        it waited neither answers it nor sees rows shaped for another signature.
+        """
+        results: list[Prediction | None] = [None] * len(batch)
+        groups: dict[int, list[int]] = {}
+        for position, (model, _) in enumerate(batch):
+            groups.setdefault(id(model), []).append(position)
+        for positions in groups.values():
+            model = batch[positions[0]][0]
+            items = [batch[p][1] for p in positions]
+            frame = model.schema.frame(items)
+            predictions = model.predict(frame)
+            self._metrics.observe_batch(model.name, model.version, len(items), len(frame))
+            bounds = np.cumsum([len(next(iter(rows.values()))) for rows in items])[:-1]
+            for position, part in zip(positions, np.split(predictions, bounds), strict=True):
+                results[position] = (part, model.version)
+        return [result for result in results if result is not None]
 
 
 def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
@@ -70,7 +80,7 @@ def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
             self.slot = slot
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
-        async def predict(self, batch: list[Rows]) -> list[Prediction]:
+        async def predict(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Prediction]:
             return self.slot.predict_batch(batch)
 
     return Batcher
@@ -112,7 +122,7 @@ class ModelHost:
             return self.slots[name]
         except KeyError:
             hosted = ", ".join(sorted(self.slots))
-            raise NotFound(f"model {name} is not hosted here; hosted: {hosted}") from None
+            raise NotFound(f"model {name} is not hosted here; hosted: {hosted}") from KeyError(name)
 
     @property
     def ready(self) -> bool:

@@ -134,11 +134,16 @@ def _model_errors(base_url: str) -> str:
     return ""
 
 
-def stop() -> None:
-    """Shut Serve and the local Ray down."""
+def stop(settings: ServingSettings, deployed: dict[str, Any] | None) -> None:
+    """Shut the local Ray down; on a shared cluster delete only our applications."""
     import ray
     from ray import serve
 
-    if ray.is_initialized():
+    if not ray.is_initialized():
+        return
+    if settings.ray_address:
+        for app in (deployed or {}).get("applications", []):
+            serve.delete(app["name"])
+    else:
         serve.shutdown()
-        ray.shutdown()
+    ray.shutdown()

@@ -123,11 +123,22 @@ def _typed(column: Column, values: Any) -> np.ndarray:
     if np.isnan(as_float).any():
         row = int(np.flatnonzero(np.isnan(as_float))[0])
         raise InvalidInput(f"column {column.name}: missing value at row {row}")
-    if expected in {"long", "integer"} and not np.all(np.mod(as_float, 1) == 0):
-        row = int(np.flatnonzero(np.mod(as_float, 1) != 0)[0])
-        raise InvalidInput(
-            f"column {column.name}: expected {expected}, got {array[row]!r} at row {row}"
-        )
+    if expected in {"long", "integer"}:
+        if not np.all(np.mod(as_float, 1) == 0):
+            row = int(np.flatnonzero(np.mod(as_float, 1) != 0)[0])
+            raise InvalidInput(
+                f"column {column.name}: expected {expected}, got {array[row]!r} at row {row}"
+            )
+        bounds = np.iinfo(_TYPES[expected][1])
+        outside = (as_float < bounds.min) | (as_float > bounds.max)
+        if array.dtype.kind in "iu":  # exact check: float64 rounds large integers
+            outside = (array < bounds.min) | (array > bounds.max)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise InvalidInput(
+                f"column {column.name}: {array[row]!r} at row {row} is outside the "
+                f"{expected} range [{bounds.min}, {bounds.max}]"
+            )
     return array.astype(_TYPES[expected][1])
 
 

@@ -38,10 +38,19 @@ class ServingSettings(BaseSettings):
     )
 
     def keys(self) -> list[str]:
-        """Return the configured API keys (empty: auth off)."""
+        """Return the configured API keys (empty: auth off).
+
+        Raises:
+            ConfigError: the variable is set but holds no key; auth must never turn off by a typo.
+        """
         if self.api_keys is None:
             return []
-        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        keys = [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ConfigError(
+                "LAKESERVE_API_KEYS is set but holds no key; unset it to turn auth off"
+            )
+        return keys
 
     def deploy_config(self) -> dict[str, Any]:
         """Return the Serve config with host and port from these settings."""

@@ -100,6 +100,8 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest,
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise MalformedRequest(f"invalid inference request at {where}: {first['msg']}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting
+        raise MalformedRequest(f"body is not valid JSON: {type(exc).__name__}") from exc
     columns: dict[str, Any] = {}
     offset = 0
     for tensor in request.inputs:
@@ -107,10 +109,14 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest,
             raise MalformedRequest(f"input {tensor.name} appears twice")
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is not None:
-            chunk = binary[offset : offset + int(size)]
-            if len(chunk) != int(size):
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise MalformedRequest(
+                    f"input {tensor.name}: binary_data_size must be a non-negative integer"
+                )
+            chunk = binary[offset : offset + size]
+            if len(chunk) != size:
                 raise MalformedRequest(f"input {tensor.name}: binary data is truncated")
-            offset += int(size)
+            offset += size
             columns[tensor.name] = _from_binary(tensor, chunk)
         else:
             columns[tensor.name] = _from_json(tensor)

@@ -57,11 +57,9 @@ def train(
     from training.tracking import Tracker
 
     extra = list(overrides or [])
-    if model_name:
-        extra.append(f"model_name={model_name}")
     if table_version is not None:
         extra.append(f"data.version={table_version}")
-    settings = load_config(config, extra)
+    settings = load_config(config, extra, model_name=model_name)
     lake = Lakehouse(LakehouseSettings())
     tracker = Tracker(TrackingSettings())
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())

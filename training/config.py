@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lakehouse.console import settings_error
 from lakehouse.errors import ConfigError
@@ -49,6 +49,15 @@ class DataConfig(_Strict):
             raise ValueError("features must not repeat")
         return value
 
+    @model_validator(mode="after")
+    def _inputs_are_not_outputs(self) -> DataConfig:
+        for column in (self.target, self.id_column):
+            if column in self.features:
+                raise ValueError(f"{column} cannot be a feature (it is the target or the row id)")
+        if not self.split_salt.isascii():
+            raise ValueError("split_salt must be ASCII")
+        return self
+
 
 class ModelConfig(_Strict):
     """Estimator type and its hyperparameters (passed to the scikit-learn constructor)."""
@@ -89,10 +98,15 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"invalid --set {override!r}: {part} is not a section")
         node = child
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid --set {override!r}: the value is not valid YAML") from exc
 
 
-def load_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    path: Path, overrides: list[str] | None = None, model_name: str | None = None
+) -> TrainConfig:
     """Read and validate a config file, applying `key.path=value` overrides (YAML values)."""
     try:
         tree = yaml.safe_load(path.read_text())
@@ -104,6 +118,8 @@ def load_config(path: Path, overrides: list[str] | None = None) -> TrainConfig:
         raise ConfigError(f"config file {path} must be a YAML mapping")
     for override in overrides or []:
         _apply_override(tree, override)
+    if model_name is not None:
+        tree["model_name"] = model_name  # a name, never YAML: `--model-name 2024` stays a string
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:

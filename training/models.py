@@ -42,6 +42,11 @@ def _estimator(config: ModelConfig, categorical_indices: list[int]) -> Regressor
     return estimator
 
 
+def validate(config: ModelConfig) -> None:
+    """Check the hyperparameters without data (raises ConfigError naming the bad one)."""
+    _estimator(config, [])
+
+
 def build(config: ModelConfig, numeric: list[str], categorical: list[str]) -> Pipeline:
     """Return an unfitted pipeline that encodes the raw columns and fits `config.type`."""
     if config.type == "ridge":

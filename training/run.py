@@ -55,6 +55,7 @@ def train(
     step: Step = lambda _: None,
 ) -> TrainResult:
     """Run the whole training; raise ConfigError, DataError or TrackingUnavailable."""
+    models.validate(config.model)  # bad hyperparameters fail before any data is read
     step("checking the tracking server")
     tracker.connect()
     step("reading the gold table")

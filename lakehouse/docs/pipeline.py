@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import structlog
 
-from lakehouse.errors import LakeserveError
+from lakehouse.errors import ConfigError, LakeserveError
 from lakehouse.seed import LayerResult, skipped
 from lakehouse.tables import Lakehouse, TableRef
 
@@ -67,7 +67,7 @@ def _extract(modules: list[str] | None) -> pa.Table:
         if done.returncode != 0:
             raise LakeserveError(f"document extraction failed: {done.stderr.strip()[-500:]}")
         if output.stat().st_size == 0:
-            raise LakeserveError(f"no documents found for modules {modules}")
+            raise ConfigError(f"no documents found for --modules {','.join(modules or [])}")
         table = pajson.read_json(output)
     table = table.append_column("source", pa.array([source] * table.num_rows, pa.string()))
     return table.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from rag.chunking import chunk_document
-from rag.plan import IndexedDoc, SourceDoc, plan_sync
+from rag.plan import IndexedDoc, SourceDoc, chunk_fingerprint, plan_sync
 
 SIZE, OVERLAP = 120, 20
 LONG = " ".join(f"Word{i} sentence." for i in range(60))
 
 
-def indexed_as(doc: SourceDoc) -> IndexedDoc:
-    ids = {c.id for c in chunk_document(doc.doc_id, doc.text, SIZE, OVERLAP)}
-    return IndexedDoc(chunk_ids=ids, hashes={doc.content_hash})
+def indexed_as(doc: SourceDoc, size: int = SIZE, overlap: int = OVERLAP) -> IndexedDoc:
+    ids = {c.id for c in chunk_document(doc.doc_id, doc.text, size, overlap)}
+    return IndexedDoc(chunk_ids=ids, hashes={chunk_fingerprint(doc.content_hash, size, overlap)})
 
 
 def test_first_run_adds_every_chunk() -> None:
@@ -47,10 +47,20 @@ def test_a_removed_doc_loses_all_its_chunks() -> None:
 def test_a_doc_half_written_by_an_interrupted_run_is_rewritten() -> None:
     doc = SourceDoc("a", LONG, "h2")
     full = indexed_as(doc)
-    partial = IndexedDoc(chunk_ids=set(sorted(full.chunk_ids)[:2]), hashes={"h2"})
-    mixed = IndexedDoc(chunk_ids=full.chunk_ids, hashes={"h1", "h2"})
+    current = chunk_fingerprint("h2", SIZE, OVERLAP)
+    partial = IndexedDoc(chunk_ids=set(sorted(full.chunk_ids)[:2]), hashes={current})
+    mixed = IndexedDoc(
+        chunk_ids=full.chunk_ids, hashes={chunk_fingerprint("h1", SIZE, OVERLAP), current}
+    )
     for state in (partial, mixed):
         plan = plan_sync([doc], {"a": state}, SIZE, OVERLAP)
         assert plan.updated == 1
         assert {chunk.id for chunk, _ in plan.write} == full.chunk_ids
         assert plan.delete == []
+
+
+def test_new_chunking_parameters_rewrite_documents_even_with_the_same_ids() -> None:
+    doc = SourceDoc("a", LONG, "h1")
+    before = indexed_as(doc, SIZE, OVERLAP)
+    plan = plan_sync([doc], {"a": before}, SIZE + 5, OVERLAP)
+    assert plan.updated == 1 and plan.write

@@ -233,3 +233,77 @@ def test_metrics_count_requests_by_status_and_never_label_unknown_names(client: 
     assert 'model="_unknown",status="404"' in text
     assert "made-up-name" not in text
     assert 'lakeserve_model_version{model="fare",version="3"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'\xff\xfe{"a": 1}', "body is not valid JSON"),
+        (b'{"inputs": "\xff\xfe"}', "body is not valid JSON: UnicodeDecodeError"),
+        (b"[" * 2000, "body is not valid JSON: RecursionError"),
+    ],
+)
+def test_undecodable_json_is_400_not_500(client: TestClient, content: bytes, message: str) -> None:
+    for path in ("/predict/fare", "/v2/models/fare/infer"):
+        response = client.post(path, content=content)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["error"].startswith(message)
+
+
+def test_integers_outside_the_signature_type_are_422(client: TestClient) -> None:
+    body = {"dataframe_records": [{**ROW, "passenger_count": 3_000_000_000}]}
+    assert error(client.post("/predict/fare", json=body)) == (
+        422,
+        {
+            "error": "column passenger_count: 3000000000 at row 0 is outside the integer range "
+            "[-2147483648, 2147483647]",
+            "type": "invalid_input",
+        },
+    )
+
+
+def test_bad_binary_data_size_is_400(client: TestClient) -> None:
+    header = json.dumps(
+        {"inputs": [{"name": "trip_distance", "shape": [1], "datatype": "FP64",
+                     "parameters": {"binary_data_size": "x"}}]}
+    ).encode()  # fmt: skip
+    response = client.post(
+        "/v2/models/fare/infer",
+        content=header + b"\x00" * 8,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+    assert error(response) == (
+        400,
+        {
+            "error": "input trip_distance: binary_data_size must be a non-negative integer",
+            "type": "malformed_request",
+        },
+    )
+
+
+def test_a_chunked_body_over_the_limit_is_413_without_reading_it_all(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"inputs": {"rate_code": ["'
+        for _ in range(100):
+            yield b"x" * 1024  # far past the 2048-byte limit
+        yield b'"]}}'
+
+    response = client.post("/predict/fare", content=chunks())
+    assert error(response) == (
+        413,
+        {"error": "body exceeds the limit of 2048 bytes", "type": "payload_too_large"},
+    )
+
+
+def test_a_version_swapped_in_while_queued_does_not_answer_requests_checked_before() -> None:
+    test_client, registry, host = make_client()
+    with test_client:
+        slot = host.slot("fare")
+        old = slot.current
+        assert old is not None
+        rows = old.schema.check({k: [v] for k, v in ROW.items()}, 5)
+        registry.aliases[("fare", "champion")] = "4"
+        asyncio.run(host.refresh())
+        assert slot.current is not None and slot.current.version == "4"
+        [(predictions, version)] = slot.predict_batch([(old, rows)])
+        assert version == "3" and list(predictions) == [8.0]

@@ -73,6 +73,20 @@ def test_bad_hyperparameters_fail_before_training(override: str, message: str) -
         models.build(config.model, ["trip_distance"], ["rate_code"])
 
 
+def test_target_or_id_as_a_feature_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="fare_amount cannot be a feature"):
+        load_config(CONFIGS / "fare-ridge.yaml", ["data.features=[trip_distance, fare_amount]"])
+
+
+def test_override_that_is_not_yaml_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="the value is not valid YAML"):
+        load_config(CONFIGS / "fare-ridge.yaml", ["model.params.alpha=[1,"])
+
+
+def test_model_name_is_taken_as_a_string() -> None:
+    assert load_config(CONFIGS / "fare-ridge.yaml", model_name="2024").model_name == "2024"
+
+
 def test_malformed_override_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_config(CONFIGS / "fare-hgb.yaml", ["model.params.max_iter"])
