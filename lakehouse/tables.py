@@ -119,12 +119,7 @@ class Lakehouse:
         if not self.exists(ref):
             return {}
         history = self.open(ref).history(limit=1)
-        latest = history[0] if history else {}
-        return {
-            key.removeprefix(METADATA_PREFIX): str(value)
-            for key, value in latest.items()
-            if key.startswith(METADATA_PREFIX)
-        }
+        return _lakeserve_metadata(history[0] if history else {})
 
     def dataset(self, ref: TableRef, version: int | None = None) -> ds.Dataset:
         """Return a pyarrow dataset of the table's files at a version (the log decides which).
@@ -204,12 +199,21 @@ class Lakehouse:
             "schema": {field.name: str(field.type) for field in schema},
             "last_operation": latest.get("operation"),
             "last_commit_ms": latest.get("timestamp"),
-            "metadata": self.commit_metadata(ref),
+            "metadata": _lakeserve_metadata(latest),
         }
 
     def tables(self) -> list[TableRef]:
         """Return the catalogued tables that exist under the root."""
         return [ref for ref in CATALOG if self.exists(ref)]
+
+
+def _lakeserve_metadata(commit: dict[str, Any]) -> dict[str, str]:
+    """Return the lakeserve.* keys of one commit's info, without the prefix."""
+    return {
+        key.removeprefix(METADATA_PREFIX): str(value)
+        for key, value in commit.items()
+        if key.startswith(METADATA_PREFIX)
+    }
 
 
 def _fs_path(uri: str) -> str:

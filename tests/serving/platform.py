@@ -86,10 +86,10 @@ def write_serve_config(path: Path, model: str, **args: Any) -> Path:
     return path
 
 
-def run_platform(
-    home: Path, tracking_uri: str, model: str, config: Path, **env: str
-) -> Iterator[Platform]:
-    """Start `lakeserve serve`, wait until ready, yield it, stop it by PID."""
+def serve_env(
+    home: Path, tracking_uri: str, config: Path, **env: str
+) -> tuple[int, str, dict[str, str]]:
+    """Return (port, Ray temp dir, environment) for one `lakeserve serve` of a test."""
     port = free_port()
     ray_dir = f"/tmp/lsr-{port}"
     environment = clean_env(
@@ -100,6 +100,14 @@ def run_platform(
         LAKESERVE_RAY_TMPDIR=ray_dir,
         **env,
     )
+    return port, ray_dir, environment
+
+
+def run_platform(
+    home: Path, tracking_uri: str, model: str, config: Path, **env: str
+) -> Iterator[Platform]:
+    """Start `lakeserve serve`, wait until ready, yield it, stop it by PID."""
+    port, ray_dir, environment = serve_env(home, tracking_uri, config, **env)
     log = (home / f"serve-{port}.log").open("wb")
     process = subprocess.Popen(
         [str(BIN / "lakeserve"), "serve", "--ready-timeout", "240"],

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.cli import BIN
-from tests.conftest import free_port, stop
-from tests.serving.platform import clean_env, prepare, write_serve_config
+from tests.conftest import stop
+from tests.serving.platform import prepare, serve_env, write_serve_config
 
 pytestmark = pytest.mark.integration
 
@@ -17,19 +18,9 @@ pytestmark = pytest.mark.integration
 def test_serve_once_answers_a_self_check_and_exits_cleanly(
     tmp_path: Path, mlflow_server: str
 ) -> None:
-    import subprocess
-
     prepare(tmp_path, mlflow_server, "fare-once")
     config = write_serve_config(tmp_path / "serve.yaml", "fare-once")
-    port = free_port()
-    ray_dir = f"/tmp/lsr-{port}"
-    env = clean_env(
-        LAKESERVE_HOME=str(tmp_path),
-        MLFLOW_TRACKING_URI=mlflow_server,
-        LAKESERVE_HTTP_PORT=str(port),
-        LAKESERVE_SERVE_CONFIG=str(config),
-        LAKESERVE_RAY_TMPDIR=ray_dir,
-    )
+    port, ray_dir, env = serve_env(tmp_path, mlflow_server, config)
     process = subprocess.Popen(
         [str(BIN / "lakeserve"), "serve", "--once"],
         env=env,
