@@ -13,7 +13,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# The CPU build of torch first (on this machine's disk); see pyproject.toml.
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch
+	# llama-cpp-python ships only as source: a portable build (~6 min once, then pip's cache).
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
@@ -42,7 +45,8 @@ lint: $(STAMP)
 # Re-pin the whole dependency tree after changing pyproject.toml.
 lock:
 	rm -rf /tmp/lakeserve-lock && $(PYTHON) -m venv /tmp/lakeserve-lock
-	/tmp/lakeserve-lock/bin/pip install --quiet -e ".[dev]"
+	/tmp/lakeserve-lock/bin/pip install --quiet torch==2.13.0
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" /tmp/lakeserve-lock/bin/pip install --quiet -e ".[dev]"
 	/tmp/lakeserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:

@@ -21,12 +21,13 @@ from lakehouse.console import err, main_for, out
 from lakehouse.docs.pipeline import seed_docs
 from lakehouse.seed import seed_trips
 from lakehouse.tables import Lakehouse
+from rag.cli import app as rag_app
 from serving.cli import serve_command
 from training.cli import app as train_app
 
 app = typer.Typer(
     name="lakeserve",
-    help="Lakeserve: Delta lakehouse, MLflow training and serving on Kubernetes.",
+    help="Lakeserve: Delta lakehouse, MLflow training, model serving and RAG on Ray Serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -37,6 +38,7 @@ lake_app = typer.Typer(
 )
 app.add_typer(lake_app, name="lake")
 app.add_typer(train_app, name="train")
+app.add_typer(rag_app, name="rag")
 app.command("serve")(serve_command)
 
 

@@ -95,3 +95,16 @@ class TrackingSettings(BaseSettings):
     def artifact_root(self) -> Path:
         """Return where artifacts go when tracking is the embedded sqlite store."""
         return (self.home / "mlartifacts").resolve()
+
+
+class RaySettings(BaseSettings):
+    """Which Ray runs the distributed work: a local one by default, or a cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
+
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (e.g. ray://head:10001); local if unset."
+    )
+    ray_tmpdir: Path = Field(
+        default=Path("/tmp/lakeserve-ray"), description="Ray session files (keep the path short)."
+    )

@@ -4,6 +4,8 @@ LakeserveError            exit 1  anything we did not expect
  +-- ConfigError          exit 2  bad configuration or arguments
  +-- DataError            exit 3  table missing, schema mismatch, empty data
  +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
+ +-- RequestError         HTTP status by type (serving/errors.py); in a CLI:
+      +-- Upstream        exit 5  a service it depends on (Chroma, LLM endpoint) failed
 """
 
 from __future__ import annotations
@@ -62,3 +64,9 @@ class NotFound(RequestError):
 
 class NotReady(RequestError):
     """The model exists but is not loaded yet, or lost its backing store."""
+
+
+class Upstream(RequestError):
+    """A service the request depends on (LLM endpoint, vector store) failed or timed out."""
+
+    exit_code = 5

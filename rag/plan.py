@@ -50,7 +50,7 @@ class Plan:
         return not self.write and not self.delete
 
 
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 
 
 def chunk_fingerprint(content_hash: str, size: int, overlap: int) -> str:

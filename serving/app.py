@@ -25,6 +25,7 @@ from serving.errors import ERROR_RESPONSES, install_error_handlers, status_of
 from serving.host import ModelHost, ModelSlot
 from serving.invocations import FORMATS, columns_from_invocation
 from serving.metrics import CONTENT_TYPE
+from serving.rag_routes import RagBackend, rag_routers
 from serving.v2 import BINARY_HEADER, InferRequest, InferResponse, output_tensor, parse_request
 
 VERSION_HEADER = "X-Model-Version"
@@ -107,9 +108,15 @@ _INFER_EXAMPLE = {
 
 
 def create_app(
-    host: ModelHost, api_keys: list[str] | None = None, manage_host: bool = True
+    host: ModelHost,
+    api_keys: list[str] | None = None,
+    manage_host: bool = True,
+    rag: RagBackend | None = None,
 ) -> FastAPI:
-    """Build the API around a model host; `manage_host` starts and stops it with the app."""
+    """Build the API around a model host (and a RAG backend, when given).
+
+    `manage_host` starts and stops the host with the app.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -120,10 +127,11 @@ def create_app(
             await host.stop()
 
     app = FastAPI(
-        title="Lakeserve model serving",
+        title="Lakeserve",
         version=SERVER_VERSION,
         description="Registered MLflow models over Open Inference Protocol v2 and MLflow-style "
-        "scoring. Errors are JSON {error, type}.",
+        "scoring; question answering over lakehouse documents (/rag, OpenAI-compatible /v1). "
+        "Errors are JSON {error, type}; on /v1 they use OpenAI's error shape.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
@@ -339,4 +347,7 @@ def create_app(
 
     app.include_router(health)
     app.include_router(api)
+    if rag is not None:
+        for router in rag_routers(rag, authorize, host.metrics):
+            app.include_router(router)
     return app

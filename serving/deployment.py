@@ -1,4 +1,4 @@
-"""The Ray Serve deployment hosting the models, and the app builder the Serve config imports."""
+"""The platform ingress hosting the models, and the app builder the Serve config imports."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
 from threadpoolctl import threadpool_limits
 
 from lakehouse.config import TrackingSettings
 from lakehouse.logs import configure_logging
+from rag.deployment import RagServer
 from serving.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.model import Registry
 from serving.options import ServingOptions
+from serving.rag_routes import HandleBackend
 from serving.settings import ServingSettings
 
 
@@ -28,7 +31,7 @@ from serving.settings import ServingSettings
 class ModelServer:
     """A replica: every configured model in process, behind the FastAPI app (one hop)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], rag: DeploymentHandle | None = None) -> None:
         configure_logging(colors=False)
         self.options = ServingOptions.model_validate(options)
         # A replica owns a fraction of a core: native thread pools (OpenMP in tree models)
@@ -37,10 +40,11 @@ class ModelServer:
         self.keys = ServingSettings().keys()
         registry = Registry(TrackingSettings().uri)
         self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
+        self.rag = HandleBackend(rag) if rag is not None else None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # The app starts the host (first load, alias following) in its lifespan.
-        return create_app(self.host, api_keys=self.keys)
+        return create_app(self.host, api_keys=self.keys, rag=self.rag)
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -48,4 +52,6 @@ def build_app(args: dict[str, Any]) -> Application:
 
     The args are validated here, so a bad config fails the deployment with a clear message.
     """
-    return ModelServer.bind(ServingOptions.model_validate(args).model_dump())  # type: ignore[attr-defined]
+    options = ServingOptions.model_validate(args)
+    rag = RagServer.bind() if options.rag else None  # type: ignore[attr-defined]
+    return ModelServer.bind(options.model_dump(), rag)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 __all__ = ["CONTENT_TYPE", "ServingMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_RAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -53,6 +54,20 @@ class ServingMetrics:
             "lakeserve_model_version",
             "1 for the version each hosted model serves now.",
             ["model", "version"],
+            registry=self.registry,
+        )
+
+        self.rag_requests = Counter(
+            "lakeserve_rag_requests",
+            "RAG requests by endpoint and HTTP status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.rag_latency = Histogram(
+            "lakeserve_rag_latency_seconds",
+            "RAG time to the full answer (or, when streamed, to the first event), by endpoint.",
+            ["endpoint"],
+            buckets=_RAG_BUCKETS,
             registry=self.registry,
         )
 

@@ -32,3 +32,7 @@ class ServingOptions(BaseModel):
         default=1, ge=1, description="Native threads (OpenMP/BLAS) per replica for predict."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    rag: bool = Field(
+        default=False,
+        description="Also host the RAG API (/rag, /v1) through the RagServer deployment.",
+    )

@@ -7,14 +7,15 @@ from typing import Any
 
 import yaml
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from lakehouse.config import RaySettings
 from lakehouse.errors import ConfigError
 
 DEFAULT_SERVE_CONFIG = Path(__file__).with_name("serve-config.yaml")
 
 
-class ServingSettings(BaseSettings):
+class ServingSettings(RaySettings):
     """How `lakeserve serve` runs Ray Serve, and who may call the API."""
 
     model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
@@ -26,12 +27,6 @@ class ServingSettings(BaseSettings):
     )
     serve_config: Path = Field(
         default=DEFAULT_SERVE_CONFIG, description="Ray Serve config file to deploy."
-    )
-    ray_address: str | None = Field(
-        default=None, description="Ray cluster to join (e.g. ray://head:10001); local if unset."
-    )
-    ray_tmpdir: Path = Field(
-        default=Path("/tmp/lakeserve-ray"), description="Ray session files (keep the path short)."
     )
     haproxy: bool = Field(
         default=True, description="Use Ray Serve's HAProxy ingress instead of the Python proxy."

@@ -1,0 +1,225 @@
+"""The RAG chain: rewrite follow-ups, retrieve, answer from numbered sources with citations."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+
+from lakehouse.errors import Upstream
+from rag.retrieval import Filters, Hit, Retrieval, Retriever
+
+NOT_FOUND = "I could not find this in the documents."
+SNIPPET_CHARS = 300
+SOURCE_CHARS = 700  # per source in the prompt: small models have small context windows
+HISTORY_MESSAGES = 6
+
+ANSWER_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "You answer questions using only the numbered sources below, which come from the "
+            "documentation. Cite the sources you use by number in brackets, like [1]. If the "
+            "sources do not answer the question, say that you could not find it.\n\n"
+            "Sources:\n{sources}",
+        ),
+        MessagesPlaceholder("history"),
+        ("human", "{question}"),
+    ]
+)
+REWRITE_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "Rewrite the user's last question as one standalone question that can be understood "
+            "without the conversation. Reply with the question only.",
+        ),
+        MessagesPlaceholder("history"),
+        ("human", "Last question: {question}\nStandalone question:"),
+    ]
+)
+
+
+@dataclass
+class Citation:
+    """A source the answer was given: document, title, the matching passage and its score."""
+
+    number: int
+    doc_id: str
+    title: str
+    snippet: str
+    score: float
+
+
+@dataclass
+class Prepared:
+    """Everything known before generation starts."""
+
+    question: str
+    query: str
+    retrieval: Retrieval
+    citations: list[Citation]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Answer:
+    """A finished answer."""
+
+    answer: str
+    found: bool
+    query: str
+    citations: list[Citation]
+    timings: dict[str, float]
+    usage: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def citation(number: int, hit: Hit) -> Citation:
+    """Describe a hit for the caller: the title line is shown apart from the passage."""
+    title = str(hit.chunk.metadata.get("title") or hit.doc_id)
+    text = hit.chunk.text
+    if text.startswith(title):
+        text = text[len(title) :].lstrip()
+    snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "..."
+    return Citation(number, hit.doc_id, title, snippet, round(hit.score, 6))
+
+
+def _sources(hits: Sequence[Hit]) -> str:
+    return "\n\n".join(
+        f"[{n}] {hit.doc_id}\n{hit.chunk.text[:SOURCE_CHARS]}" for n, hit in enumerate(hits, 1)
+    )
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+class RagChain:
+    """Question answering over a retriever with a pluggable LangChain chat model."""
+
+    def __init__(
+        self, retriever: Retriever, llm: BaseChatModel, k: int = 5, max_tokens: int = 256
+    ) -> None:
+        self.retriever = retriever
+        self.llm = llm
+        self.k = k
+        self.max_tokens = max_tokens
+        self._rewrite = REWRITE_PROMPT | llm | StrOutputParser()
+        self._answer = ANSWER_PROMPT | llm
+
+    async def rewrite(self, question: str, history: Sequence[BaseMessage]) -> str:
+        """Turn a follow-up into a standalone question (unchanged when there is no history)."""
+        if not history:
+            return question
+        try:
+            text = await self._rewrite.ainvoke(
+                {"history": list(history[-HISTORY_MESSAGES:]), "question": question}
+            )
+        except Exception as exc:
+            raise Upstream(f"LLM failed to rewrite the question: {exc}") from exc
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        # Small models sometimes answer instead of rewriting; keep the user's words then.
+        if not lines or len(lines[0]) > 4 * max(len(question), 60):
+            return question
+        return lines[0]
+
+    async def prepare(
+        self,
+        question: str,
+        history: Sequence[BaseMessage] = (),
+        k: int | None = None,
+        filters: Filters | None = None,
+    ) -> Prepared:
+        """Rewrite, retrieve and pick the sources."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        query = await self.rewrite(question, history)
+        timings["rewrite_ms"] = _ms(start)
+        start = time.perf_counter()
+        retrieval = await asyncio.to_thread(self.retriever.search, query, k or self.k, filters)
+        timings["retrieve_ms"] = _ms(start)
+        citations = [citation(n, hit) for n, hit in enumerate(retrieval.hits, 1)]
+        return Prepared(question, query, retrieval, citations, timings)
+
+    def _inputs(self, prepared: Prepared, history: Sequence[BaseMessage]) -> dict[str, Any]:
+        return {
+            "sources": _sources(prepared.retrieval.hits),
+            "history": list(history[-HISTORY_MESSAGES:]),
+            "question": prepared.question,
+        }
+
+    async def stream(
+        self,
+        prepared: Prepared,
+        history: Sequence[BaseMessage] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Yield the answer's tokens; a not-found answer comes as one chunk, without the LLM.
+
+        `max_tokens` can only lower the configured limit; `temperature` replaces the default.
+        """
+        if not prepared.retrieval.found:
+            yield AIMessageChunk(content=NOT_FOUND)
+            return
+        start = time.perf_counter()
+        try:
+            options: dict[str, Any] = {}
+            if max_tokens:
+                options["max_tokens"] = min(max_tokens, self.max_tokens)
+            if temperature is not None:
+                options["temperature"] = temperature
+            answer = ANSWER_PROMPT | self.llm.bind(**options) if options else self._answer
+            async for chunk in answer.astream(self._inputs(prepared, history)):
+                if isinstance(chunk, AIMessageChunk):
+                    yield chunk
+        except Exception as exc:
+            raise Upstream(f"LLM failed: {type(exc).__name__}: {exc}") from exc
+        prepared.timings["generate_ms"] = _ms(start)
+
+    async def answer(
+        self,
+        question: str,
+        history: Sequence[BaseMessage] = (),
+        k: int | None = None,
+        filters: Filters | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Answer:
+        """Answer a question in one piece."""
+        prepared = await self.prepare(question, history, k, filters)
+        parts: list[str] = []
+        usage: dict[str, int] = {}
+        async for chunk in self.stream(prepared, history, max_tokens, temperature):
+            parts.append(str(chunk.content))
+            if chunk.usage_metadata:
+                usage = dict(chunk.usage_metadata)  # type: ignore[arg-type]
+        return Answer(
+            answer="".join(parts).strip() or NOT_FOUND,
+            found=prepared.retrieval.found,
+            query=prepared.query,
+            citations=prepared.citations,
+            timings=prepared.timings,
+            usage=usage,
+        )
+
+
+def history_messages(turns: Sequence[tuple[str, str]]) -> list[BaseMessage]:
+    """Convert (role, content) pairs from an API request into LangChain messages."""
+    messages: list[BaseMessage] = []
+    for role, content in turns:
+        if role == "user":
+            messages.append(HumanMessage(content=content))
+        elif role == "assistant":
+            messages.append(AIMessage(content=content))
+    return messages

@@ -1,0 +1,207 @@
+"""`lakeserve rag`: ingest a gold table into the index, evaluate retrieval, ask a question."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lakehouse.config import LakehouseSettings, RaySettings, TrackingSettings
+from lakehouse.console import err, out
+from lakehouse.errors import ConfigError
+from lakehouse.tables import Lakehouse, TableRef
+from rag.settings import RagSettings
+
+app = typer.Typer(
+    help="Retrieval-augmented generation over lakehouse documents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+DEFAULT_QA = Path(__file__).with_name("qa") / "stdlib.jsonl"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@app.command("ingest")
+def ingest_command(
+    table: Annotated[str, typer.Option(help="Gold table with the documents.")] = "gold.docs",
+    version: Annotated[int | None, typer.Option(help="Table version (latest if unset).")] = None,
+    id_column: Annotated[str, typer.Option(help="Unique document id column.")] = "doc_id",
+    text_columns: Annotated[
+        str, typer.Option(help="Columns joined into the document text (comma-separated).")
+    ] = "text",
+    title_column: Annotated[
+        str, typer.Option(help="Column put before every chunk ('' for none).")
+    ] = "title",
+    metadata_columns: Annotated[
+        str, typer.Option(help="Columns kept as chunk metadata, usable in filters.")
+    ] = "title,kind,module,source,updated_at",
+    hash_column: Annotated[
+        str, typer.Option(help="Content hash column ('' to hash the text).")
+    ] = "content_hash",
+    executor: Annotated[
+        str, typer.Option(help="Embed with 'ray' (Ray Data actor pool) or 'local' (in process).")
+    ] = "ray",
+    write_batch: Annotated[int, typer.Option(help="Chunks per write.", min=1)] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Sync the index with a gold table: embed new and changed chunks, delete stale ones.
+
+    Re-runs write nothing when nothing changed; a run killed midway is completed by the next.
+    Exit codes: 2 bad arguments or settings, 3 table problem, 5 Chroma unreachable.
+    """
+    from rag.ingest import ColumnMapping, ingest
+
+    if executor not in ("ray", "local"):
+        raise ConfigError(f"--executor must be 'ray' or 'local', got {executor!r}")
+    try:
+        ref = TableRef.parse(table)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    mapping = ColumnMapping(
+        id=id_column,
+        text=_names(text_columns),
+        title=title_column or None,
+        metadata=_names(metadata_columns),
+        content_hash=hash_column or None,
+    )
+    if not mapping.text:
+        raise ConfigError("--text-columns needs at least one column")
+    settings = RagSettings()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task("planning", total=None)
+        summary = ingest(
+            Lakehouse(LakehouseSettings()),
+            ref,
+            settings,
+            mapping,
+            version=version,
+            executor=executor,
+            ray_settings=RaySettings(),
+            write_batch=write_batch,
+            on_plan=lambda n: bar.update(task, description="embedding", total=n),
+            on_progress=lambda n: bar.advance(task, n),
+        )
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+        return
+    out.print(
+        f"{summary.table}@{summary.table_version} -> {summary.collection} "
+        f"({settings.chroma_target}): {summary.added} added, {summary.updated} updated, "
+        f"{summary.deleted} deleted, {summary.unchanged} unchanged documents; "
+        f"{summary.chunks_written} chunks written, {summary.chunks_deleted} deleted, "
+        f"{summary.chunks_total} in the index; {summary.chunks_per_s} chunks/s",
+        soft_wrap=True,
+    )
+
+
+@app.command("eval")
+def eval_command(
+    qa: Annotated[
+        Path, typer.Option(help="QA set, JSONL: {question, relevant: [doc_id...]}.", dir_okay=False)
+    ] = DEFAULT_QA,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+) -> None:
+    """Score vector, BM25 and hybrid retrieval on a QA set; log the run to MLflow."""
+    from rag.evaluate import evaluate, load_qa
+    from rag.service import open_retriever
+
+    questions = load_qa(qa)
+    settings = RagSettings()
+    retriever = open_retriever(settings)
+    with Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
+    ) as bar:
+        task = bar.add_task("eval", total=len(questions))
+        results = evaluate(retriever, questions, on_question=lambda: bar.advance(task))
+    _log_eval(settings, qa, len(questions), retriever.size, results, run_name)
+    if as_json:
+        out.print_json(json.dumps(results))
+        return
+    table = Table(title=f"Retrieval on {qa.name} ({len(questions)} questions)")
+    metrics = list(results["hybrid"])
+    table.add_column("mode")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    for mode, values in results.items():
+        table.add_row(mode, *(f"{values[m]:.3f}" for m in metrics))
+    out.print(table)
+
+
+def _log_eval(
+    settings: RagSettings,
+    qa: Path,
+    questions: int,
+    chunks: int,
+    results: dict[str, dict[str, float]],
+    run_name: str | None,
+) -> None:
+    import mlflow
+
+    from training.tracking import Tracker
+
+    tracker = Tracker(TrackingSettings())
+    tracker.connect()
+    experiment = tracker.experiment("rag-eval")
+    with mlflow.start_run(experiment_id=experiment, run_name=run_name):
+        mlflow.log_params(
+            {
+                "qa_file": qa.name,
+                "questions": questions,
+                "collection": settings.rag_collection,
+                "chunks": chunks,
+                "embedding_model": settings.embedding_model,
+                "chunk_size": settings.chunk_size,
+                "chunk_overlap": settings.chunk_overlap,
+                "candidates": settings.rag_candidates,
+                "k": 10,
+            }
+        )
+        for mode, values in results.items():
+            mlflow.log_metrics(
+                {f"{mode}_{name.replace('@', '_at_')}": value for name, value in values.items()}
+            )
+        mlflow.log_dict(results, "retrieval_metrics.json")
+
+
+@app.command("query")
+def query_command(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    k: Annotated[int | None, typer.Option(help="Sources to retrieve.", min=1, max=50)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False,
+) -> None:
+    """Answer one question in this process (no server), with its sources."""
+    from rag.service import open_chain
+
+    chain = open_chain(RagSettings())
+    answer = asyncio.run(chain.answer(question, k=k))
+    if as_json:
+        out.print_json(json.dumps(answer.as_dict()))
+        return
+    out.print(answer.answer, markup=False)
+    for c in answer.citations:
+        out.print(f"[{c.number}] {c.doc_id}: {c.title}", markup=False, soft_wrap=True)

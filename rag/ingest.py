@@ -1,0 +1,258 @@
+"""Ingestion: gold table -> chunks -> embeddings (Ray Data actor pool) -> Chroma, incrementally."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from lakehouse.config import RaySettings
+from lakehouse.errors import DataError
+from lakehouse.tables import Lakehouse, TableRef
+from rag.chunking import Chunk
+from rag.plan import SourceDoc, chunk_fingerprint, plan_sync
+from rag.settings import RagSettings
+from rag.store import CHUNK_INDEX, DOC_ID, FINGERPRINT, Index
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Which columns of the table make a document."""
+
+    id: str = "doc_id"
+    text: tuple[str, ...] = ("text",)
+    title: str | None = "title"
+    metadata: tuple[str, ...] = ("title", "kind", "module", "source", "updated_at")
+    content_hash: str | None = "content_hash"
+
+    def columns(self) -> list[str]:
+        """Return every column read, in a stable order."""
+        wanted = [self.id, *self.text, *([self.title] if self.title else []), *self.metadata]
+        if self.content_hash:
+            wanted.append(self.content_hash)
+        return list(dict.fromkeys(wanted))
+
+
+@dataclass
+class IngestSummary:
+    """What a run did: documents by outcome, chunks written and deleted, speed."""
+
+    table: str
+    table_version: int
+    collection: str
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    chunks_per_s: float = 0.0
+    executor: str = "ray"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the summary as plain JSON-able values."""
+        return asdict(self)
+
+
+def read_documents(
+    lake: Lakehouse, ref: TableRef, mapping: ColumnMapping, version: int | None = None
+) -> tuple[list[SourceDoc], int]:
+    """Read the table's documents at `version` (latest if None); return them and the version."""
+    if not lake.exists(ref):
+        raise DataError(f"table {ref} does not exist: run `lakeserve lake seed` first")
+    table = lake.open(ref, version)
+    names = set(pa_names(table.schema()))
+    missing = [c for c in mapping.columns() if c not in names]
+    if missing:
+        raise DataError(
+            f"table {ref} has no column(s) {', '.join(missing)}; it has {', '.join(sorted(names))}"
+        )
+    table_version = int(table.version())
+    frame = lake.read(ref, columns=mapping.columns(), version=table_version)
+    docs: list[SourceDoc] = []
+    seen: set[str] = set()
+    for row in frame.to_pylist():
+        doc_id = row[mapping.id]
+        if doc_id is None or str(doc_id) in seen:
+            raise DataError(f"table {ref}: column {mapping.id} must be unique and not null")
+        seen.add(str(doc_id))
+        text = "\n\n".join(str(row[c]) for c in mapping.text if row[c])
+        content_hash = (
+            str(row[mapping.content_hash])
+            if mapping.content_hash
+            else hashlib.sha256(f"{row.get(mapping.title or '', '')}\n{text}".encode()).hexdigest()
+        )
+        metadata = {k: _scalar(row[k]) for k in mapping.metadata if row[k] is not None}
+        if mapping.title:
+            metadata["title"] = str(row[mapping.title] or "")
+        docs.append(SourceDoc(str(doc_id), text, content_hash, metadata))
+    return docs, table_version
+
+
+def pa_names(schema: Any) -> list[str]:
+    """Return the field names of a Delta schema."""
+    return [f.name for f in schema.fields]
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    return value if isinstance(value, str | int | float | bool) else str(value)
+
+
+def chunk_record(chunk: Chunk, doc: SourceDoc, fingerprint: str) -> tuple[str, dict[str, Any]]:
+    """Return the text indexed for a chunk (title first, for context) and its metadata."""
+    title = str(doc.metadata.get("title", ""))
+    # Later chunks lose the document's heading; repeat it so each chunk stands on its own.
+    text = chunk.text if not title or chunk.text.startswith(title) else f"{title}\n{chunk.text}"
+    meta = {**doc.metadata, DOC_ID: doc.doc_id, CHUNK_INDEX: chunk.index, FINGERPRINT: fingerprint}
+    return text, meta
+
+
+def ingest(
+    lake: Lakehouse,
+    ref: TableRef,
+    settings: RagSettings,
+    mapping: ColumnMapping,
+    *,
+    version: int | None = None,
+    executor: str = "ray",
+    ray_settings: RaySettings | None = None,
+    write_batch: int = 256,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
+) -> IngestSummary:
+    """Bring the index in line with the table: write new/changed chunks, delete stale ones."""
+    started = time.monotonic()
+    docs, table_version = read_documents(lake, ref, mapping, version)
+    index = Index.open(settings, create=True)
+    size, overlap = settings.chunk_size, settings.chunk_overlap
+    plan = plan_sync(docs, index.state(), size, overlap)
+    summary = IngestSummary(
+        table=str(ref),
+        table_version=table_version,
+        collection=settings.rag_collection,
+        added=plan.added,
+        updated=plan.updated,
+        deleted=plan.deleted,
+        unchanged=plan.unchanged,
+        executor=executor,
+    )
+    log.info("ingest plan", **{k: v for k, v in summary.as_dict().items() if k != "extra"})
+    if on_plan:
+        on_plan(len(plan.write))
+    if plan.delete:
+        index.delete(plan.delete)
+        summary.chunks_deleted = len(plan.delete)
+    records: dict[str, tuple[str, dict[str, Any]]] = {}
+    for chunk, doc in plan.write:
+        records[chunk.id] = chunk_record(
+            chunk, doc, chunk_fingerprint(doc.content_hash, size, overlap)
+        )
+    if records:
+        items = [{"id": cid, "text": text} for cid, (text, _) in records.items()]
+        embed = _embed_with_ray if executor == "ray" else _embed_in_process
+        for ids, vectors in embed(items, settings, ray_settings or RaySettings(), write_batch):
+            index.upsert(ids, vectors, [records[i][0] for i in ids], [records[i][1] for i in ids])
+            summary.chunks_written += len(ids)
+            if on_progress:
+                on_progress(len(ids))
+    if not plan.empty:
+        index.bump_revision()
+    summary.chunks_total = index.count()
+    summary.seconds = round(time.monotonic() - started, 2)
+    if summary.chunks_written:
+        summary.chunks_per_s = round(summary.chunks_written / summary.seconds, 1)
+    return summary
+
+
+Batches = Iterator[tuple[list[str], np.ndarray]]
+
+
+def _embed_in_process(
+    items: list[dict[str, str]], settings: RagSettings, _: RaySettings, write_batch: int
+) -> Batches:
+    from rag.embeddings import LocalEmbeddings
+
+    model = LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size)
+    for start in range(0, len(items), write_batch):
+        batch = items[start : start + write_batch]
+        yield [b["id"] for b in batch], model.encode([b["text"] for b in batch])
+
+
+class EmbedBatch:
+    """A Ray Data actor: loads the model once, embeds batches of chunk texts."""
+
+    def __init__(self, model: str, batch_size: int, threads: int) -> None:
+        from rag.embeddings import LocalEmbeddings
+
+        self.model = LocalEmbeddings(model, batch_size, threads=threads)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vectors = self.model.encode([str(t) for t in batch["text"]])
+        return {"id": batch["id"], "embedding": vectors.astype(np.float32)}
+
+
+def _embed_with_ray(
+    items: list[dict[str, str]], settings: RagSettings, ray_settings: RaySettings, write_batch: int
+) -> Batches:
+    import ray
+    import ray.data
+
+    with ray_session(ray_settings):
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours is the rich bar driven by written chunks
+        context.verbose_stats_logs = False
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        actors = max(1, cpus // 2) if ray_settings.ray_address else 1
+        threads = cpus if not ray_settings.ray_address else 2
+        dataset = ray.data.from_items(items).map_batches(
+            EmbedBatch,
+            fn_constructor_kwargs={
+                "model": settings.embedding_model,
+                "batch_size": settings.embedding_batch_size,
+                "threads": threads,
+            },
+            batch_size=write_batch,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            num_cpus=threads if not ray_settings.ray_address else 2,
+        )
+        for batch in dataset.iter_batches(batch_size=write_batch, batch_format="numpy"):
+            yield [str(i) for i in batch["id"]], np.asarray(batch["embedding"])
+
+
+@contextmanager
+def ray_session(settings: RaySettings) -> Iterator[None]:
+    """Use the running Ray, join LAKESERVE_RAY_ADDRESS, or start a local Ray for the run."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # Local runs need no cluster auth token (Ray's processes read it from their environment).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=False)
+    else:
+        settings.ray_tmpdir.mkdir(parents=True, exist_ok=True)
+        ray.init(include_dashboard=False, _temp_dir=str(settings.ray_tmpdir), log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,222 @@
+"""Request and response models of the RAG API: /rag/query and the OpenAI-compatible routes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RAG_MODEL = "lakeserve-rag"
+MAX_QUESTION_CHARS = 4000
+MAX_MESSAGES = 64
+FilterValue = str | int | float | bool | list[str | int | float | bool]
+
+
+class Turn(BaseModel):
+    """A previous message of the conversation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_QUESTION_CHARS * 4)
+
+
+class QueryRequest(BaseModel):
+    """A question, optionally with the conversation so far (the API keeps no state)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"question": "How do I pretty-print JSON?", "k": 5, "filters": {}}]
+        },
+    )
+
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    k: int | None = Field(default=None, ge=1, le=20, description="Sources to retrieve.")
+    filters: dict[str, FilterValue] = Field(
+        default_factory=dict,
+        description="Metadata filters: {field: value} or {field: [values]}, e.g. "
+        '{"module": "json"} or {"kind": ["function", "method"]}.',
+    )
+    history: list[Turn] = Field(default_factory=list, max_length=MAX_MESSAGES)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("question is blank")
+        return value.strip()
+
+
+class CitationModel(BaseModel):
+    """A source given to the LLM, numbered as in the answer's [n] markers."""
+
+    number: int
+    doc_id: str = Field(examples=["json.dumps"])
+    title: str
+    snippet: str
+    score: float = Field(description="Fused retrieval score (reciprocal rank fusion).")
+
+
+class QueryResponse(BaseModel):
+    """An answer with its sources; `found` is False when nothing relevant was retrieved."""
+
+    answer: str
+    found: bool
+    query: str = Field(description="The standalone question used for retrieval.")
+    citations: list[CitationModel]
+    timings: dict[str, float] = Field(description="Milliseconds per stage.")
+
+
+class TextPart(BaseModel):
+    """A content part of an OpenAI message (text only)."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """An OpenAI chat message."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        """Return the message's text."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI chat completion request; `k` and `filters` are Lakeserve extensions."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": RAG_MODEL,
+                    "messages": [{"role": "user", "content": "How do I pretty-print JSON?"}],
+                    "stream": False,
+                }
+            ]
+        },
+    )
+
+    model: str = Field(description=f"Must be {RAG_MODEL}.")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported.")
+    k: int | None = Field(default=None, ge=1, le=20)
+    filters: dict[str, FilterValue] = Field(default_factory=dict)
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        if not messages[-1].text().strip():
+            raise ValueError("the last user message is empty")
+        if len(messages[-1].text()) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the last user message exceeds {MAX_QUESTION_CHARS} characters")
+        return messages
+
+    def limit(self) -> int | None:
+        """Return the requested completion length (either OpenAI field)."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def as_query(self) -> QueryRequest:
+        """Return the question, the history and the retrieval options."""
+        history = [
+            Turn(role=m.role, content=m.text())
+            for m in self.messages[:-1]
+            if m.role in ("user", "assistant")
+        ]
+        return QueryRequest(
+            question=self.messages[-1].text(), k=self.k, filters=self.filters, history=history
+        )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: str | None = "stop"
+
+
+class ChatCompletion(BaseModel):
+    """OpenAI chat completion; `citations` lists the sources (Lakeserve extension)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    citations: list[CitationModel]
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event of a streamed completion; the first one carries the citations."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    citations: list[CitationModel] | None = None
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "lakeserve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class RagHealth(BaseModel):
+    """Whether the RAG service can answer, and what it serves."""
+
+    ready: bool
+    collection: str
+    chunks: int
+    llm: str
+    detail: str | None = None
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Return a model as JSON-able dict (what crosses the Serve handle)."""
+    return model.model_dump(mode="json")

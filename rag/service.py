@@ -1,0 +1,217 @@
+"""The RAG service: answers queries and chat completions; transport-neutral (dicts in and out)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from lakehouse.errors import LakeserveError, NotFound, NotReady
+from rag.chain import Answer, Prepared, RagChain, history_messages
+from rag.llm import chat_model
+from rag.retrieval import Retriever
+from rag.schemas import (
+    RAG_MODEL,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    CitationModel,
+    Delta,
+    ModelCard,
+    ModelList,
+    QueryRequest,
+    QueryResponse,
+    RagHealth,
+    ResponseMessage,
+    Usage,
+    dump,
+)
+from rag.settings import RagSettings
+from rag.store import Index
+
+log = structlog.get_logger(__name__)
+
+
+def open_retriever(settings: RagSettings) -> Retriever:
+    """Open the index and load the keyword index (raises ConfigError when not ingested)."""
+    from rag.embeddings import LocalEmbeddings
+
+    index = Index.open(settings)
+    retriever = Retriever(
+        index,
+        LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size),
+        candidates=settings.rag_candidates,
+        min_similarity=settings.rag_min_score,
+    )
+    retriever.refresh()
+    return retriever
+
+
+def open_chain(settings: RagSettings) -> RagChain:
+    """Return a ready chain over the configured index and LLM."""
+    return RagChain(
+        open_retriever(settings),
+        chat_model(settings),
+        k=settings.rag_k,
+        max_tokens=settings.llm_max_tokens,
+    )
+
+
+class RagService:
+    """Owns the chain; opens the index when it exists and follows it as ingestion changes it."""
+
+    def __init__(self, settings: RagSettings) -> None:
+        self.settings = settings
+        self.chain: RagChain | None = None
+        self.detail: str | None = "starting"
+        self.created = int(time.time())
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Open the index now if possible and keep following it from a background thread."""
+        self.refresh()
+        self._thread = threading.Thread(target=self._follow, name="rag-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following the index."""
+        self._stopped.set()
+
+    def _follow(self) -> None:
+        while not self._stopped.wait(self.settings.rag_refresh_s):
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Open the index (first time) or reload the keyword index if ingestion changed it."""
+        try:
+            if self.chain is None:
+                self.chain = open_chain(self.settings)
+            else:
+                self.chain.retriever.refresh()
+            self.detail = None
+        except LakeserveError as exc:
+            # Not ingested yet, or Chroma down: keep answering 503 with the reason, keep trying.
+            self.detail = str(exc)
+            log.warning("rag index unavailable", detail=self.detail)
+        except Exception as exc:
+            self.detail = f"{type(exc).__name__}: {exc}"
+            log.exception("rag refresh failed")
+
+    def _ready_chain(self) -> RagChain:
+        if self.chain is None or self.chain.retriever.size == 0:
+            reason = self.detail or "the index is empty: run `lakeserve rag ingest`"
+            raise NotReady(f"RAG is not ready: {reason}")
+        return self.chain
+
+    def health(self) -> dict[str, Any]:
+        """Return readiness and what is served."""
+        chunks = self.chain.retriever.size if self.chain else 0
+        return dump(
+            RagHealth(
+                ready=self.chain is not None and chunks > 0,
+                collection=self.settings.rag_collection,
+                chunks=chunks,
+                llm=self.settings.llm_model,
+                detail=self.detail if self.chain is None or not chunks else None,
+            )
+        )
+
+    def models(self) -> dict[str, Any]:
+        """Return the OpenAI model list."""
+        return dump(ModelList(data=[ModelCard(id=RAG_MODEL, created=self.created)]))
+
+    async def query(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer POST /rag/query."""
+        request = QueryRequest.model_validate(payload)
+        answer = await self._answer(request)
+        return dump(
+            QueryResponse(
+                answer=answer.answer,
+                found=answer.found,
+                query=answer.query,
+                citations=[CitationModel(**vars(c)) for c in answer.citations],
+                timings=answer.timings,
+            )
+        )
+
+    async def _answer(
+        self,
+        request: QueryRequest,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Answer:
+        chain = self._ready_chain()
+        history = history_messages([(t.role, t.content) for t in request.history])
+        return await chain.answer(
+            request.question, history, request.k, request.filters, max_tokens, temperature
+        )
+
+    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Answer a non-streamed chat completion."""
+        request = _chat_request(payload)
+        answer = await self._answer(request.as_query(), request.limit(), request.temperature)
+        usage = answer.usage
+        return dump(
+            ChatCompletion(
+                id=f"chatcmpl-{uuid.uuid4().hex}",
+                created=int(time.time()),
+                model=RAG_MODEL,
+                choices=[Choice(message=ResponseMessage(content=answer.answer))],
+                usage=_usage(usage),
+                citations=[CitationModel(**vars(c)) for c in answer.citations],
+            )
+        )
+
+    async def chat_stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield chat.completion.chunk objects: citations first, then tokens, then the finish."""
+        request = _chat_request(payload)
+        query = request.as_query()
+        chain = self._ready_chain()
+        history = history_messages([(t.role, t.content) for t in query.history])
+        prepared: Prepared = await chain.prepare(query.question, history, query.k, query.filters)
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def chunk(delta: Delta, **extra: Any) -> dict[str, Any]:
+            finish = extra.pop("finish_reason", None)
+            return dump(
+                ChatCompletionChunk(
+                    id=ident,
+                    created=created,
+                    model=RAG_MODEL,
+                    choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+                    **extra,
+                )
+            )
+
+        yield chunk(
+            Delta(role="assistant", content=""),
+            citations=[CitationModel(**vars(c)) for c in prepared.citations],
+        )
+        usage: dict[str, int] = {}
+        async for piece in chain.stream(prepared, history, request.limit(), request.temperature):
+            if piece.usage_metadata:
+                usage = dict(piece.usage_metadata)  # type: ignore[arg-type]
+            if piece.content:
+                yield chunk(Delta(content=str(piece.content)))
+        yield chunk(Delta(), finish_reason="stop", usage=_usage(usage))
+
+
+def _chat_request(payload: dict[str, Any]) -> ChatCompletionRequest:
+    request = ChatCompletionRequest.model_validate(payload)
+    if request.model != RAG_MODEL:
+        raise NotFound(f"model {request.model!r} does not exist; this server has {RAG_MODEL!r}")
+    return request
+
+
+def _usage(usage: dict[str, int]) -> Usage:
+    prompt, completion = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )

@@ -1,0 +1,84 @@
+"""Typed settings for RAG: the vector store, the embedding model, retrieval and the LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOCAL_LLM = "smollm2-135m-instruct"
+DEFAULT_EMBEDDING = "all-MiniLM-L6-v2"
+
+
+class RagSettings(BaseSettings):
+    """Where the index lives, how text is chunked and embedded, and which LLM answers."""
+
+    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
+
+    home: Path = Field(default=Path(".lakeserve"), description="Root of the embedded defaults.")
+    chroma_url: str | None = Field(
+        default=None,
+        description="Chroma server URL (http://host:port). Unset: embedded Chroma under home.",
+    )
+    chroma_path: Path | None = Field(
+        default=None, description="Embedded Chroma directory. Default: <home>/chroma."
+    )
+    rag_collection: str = Field(
+        default="lakeserve-docs", min_length=3, description="Chroma collection of the index."
+    )
+    embedding_model: str = Field(
+        default=DEFAULT_EMBEDDING,
+        description="Embedding model: all-MiniLM-L6-v2 (packaged) or a local directory.",
+    )
+    embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    chunk_size: int = Field(default=800, ge=100, le=8000, description="Characters per chunk.")
+    chunk_overlap: int = Field(default=120, ge=0, description="Characters shared by neighbours.")
+    rag_k: int = Field(default=5, ge=1, le=50, description="Sources given to the LLM.")
+    rag_candidates: int = Field(
+        default=30, ge=1, le=500, description="Candidates per retriever before fusion."
+    )
+    rag_min_score: float = Field(
+        default=0.35,
+        ge=-1.0,
+        le=1.0,
+        description="Relevance floor: best cosine similarity below it means 'not found'.",
+    )
+    rag_refresh_s: float = Field(
+        default=10.0, gt=0, description="How often a server checks the index for new data."
+    )
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (vLLM, Ray Serve LLM, Ollama, OpenAI). "
+        "Unset: the packaged SmolLM2-135M-Instruct runs in process.",
+    )
+    llm_model: str = Field(default=LOCAL_LLM, description="Model name sent to the endpoint.")
+    llm_api_key: SecretStr = Field(default=SecretStr("unused"), description="Endpoint API key.")
+    llm_max_tokens: int = Field(default=256, ge=1, le=8192)
+    llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_threads: int = Field(default=2, ge=1, description="CPU threads of the local LLM.")
+
+    @field_validator("chroma_url", "llm_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RagSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("LAKESERVE_CHUNK_OVERLAP must be smaller than LAKESERVE_CHUNK_SIZE")
+        return self
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Return the embedded Chroma directory (absolute)."""
+        return (self.chroma_path or self.home / "chroma").resolve()
+
+    @property
+    def chroma_target(self) -> str:
+        """Say where the index is, for logs and errors."""
+        return self.chroma_url or str(self.chroma_dir)

@@ -1,0 +1,179 @@
+"""The Chroma collection holding the index: open it, read its state, write and delete chunks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import structlog
+
+from lakehouse.errors import ConfigError, Upstream
+from rag.plan import IndexedDoc
+from rag.settings import RagSettings
+
+log = structlog.get_logger(__name__)
+
+# Chunk metadata keys the index itself relies on; everything else comes from the table.
+DOC_ID = "doc_id"
+FINGERPRINT = "fingerprint"
+CHUNK_INDEX = "chunk"
+# Collection metadata: the embedding model that built it, and a token changed by every write.
+MODEL_KEY = "lakeserve:embedding_model"
+REVISION_KEY = "lakeserve:revision"
+PAGE = 5000
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as read back from the index."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def connect(settings: RagSettings) -> Any:
+    """Return a Chroma client: HTTP when LAKESERVE_CHROMA_URL is set, else embedded on disk."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    try:
+        if settings.chroma_url:
+            url = urlparse(settings.chroma_url)
+            return chromadb.HttpClient(
+                host=url.hostname or "127.0.0.1",
+                port=url.port or (443 if url.scheme == "https" else 80),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+        settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    except ValueError as exc:  # chromadb reports an unreachable server as ValueError
+        raise Upstream(f"cannot reach Chroma at {settings.chroma_target}: {exc}") from exc
+
+
+class Index:
+    """One Chroma collection of chunks with their embeddings (cosine space)."""
+
+    def __init__(self, client: Any, collection: Any) -> None:
+        self.client = client
+        self.collection = collection
+
+    @classmethod
+    def open(cls, settings: RagSettings, create: bool = False) -> Index:
+        """Open the collection; `create` makes it when missing (ingestion does)."""
+        client = connect(settings)
+        name = settings.rag_collection
+        try:
+            if create:
+                collection = client.get_or_create_collection(
+                    name,
+                    embedding_function=None,
+                    metadata={"hnsw:space": "cosine", MODEL_KEY: settings.embedding_model},
+                )
+            else:
+                collection = client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            if not create and "does not exist" in str(exc):
+                raise ConfigError(
+                    f"collection {name!r} does not exist in Chroma at {settings.chroma_target}: "
+                    "run `lakeserve rag ingest` first"
+                ) from exc
+            raise Upstream(f"Chroma at {settings.chroma_target}: {exc}") from exc
+        index = cls(client, collection)
+        built_with = index.metadata.get(MODEL_KEY)
+        if built_with and built_with != settings.embedding_model:
+            raise ConfigError(
+                f"collection {name!r} was embedded with {built_with}, not "
+                f"{settings.embedding_model}: use another LAKESERVE_RAG_COLLECTION"
+            )
+        return index
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Return the collection's metadata."""
+        return dict(self.collection.metadata or {})
+
+    def revision(self) -> str:
+        """Return the token the last write left (changes whenever the chunks change)."""
+        # Another process (ingestion) may have changed it: read it afresh.
+        self.collection = self.client.get_collection(self.collection.name, embedding_function=None)
+        return str(self.metadata.get(REVISION_KEY, "")) + f":{self.collection.count()}"
+
+    def bump_revision(self) -> None:
+        """Record that the chunks changed, so servers reload their keyword index."""
+        meta = {k: v for k, v in self.metadata.items() if k != "hnsw:space"}
+        meta[REVISION_KEY] = uuid.uuid4().hex
+        self.collection.modify(metadata=meta)
+
+    def count(self) -> int:
+        """Return the number of chunks."""
+        return int(self.collection.count())
+
+    def state(self) -> dict[str, IndexedDoc]:
+        """Return, per document, its chunk ids and the fingerprints they were written with."""
+        docs: dict[str, IndexedDoc] = {}
+        for ids, metas in self._pages(include=["metadatas"]):
+            for chunk_id, meta in zip(ids, metas, strict=True):
+                entry = docs.setdefault(str(meta[DOC_ID]), IndexedDoc())
+                entry.chunk_ids.add(chunk_id)
+                entry.hashes.add(str(meta.get(FINGERPRINT, "")))
+        return docs
+
+    def chunks(self) -> Iterator[StoredChunk]:
+        """Yield every chunk with its text and metadata (for the keyword index)."""
+        for ids, metas, texts in self._pages(include=["metadatas", "documents"]):
+            for chunk_id, meta, text in zip(ids, metas, texts, strict=True):
+                yield StoredChunk(chunk_id, text or "", dict(meta))
+
+    def _pages(self, include: list[str]) -> Iterator[tuple[Any, ...]]:
+        offset = 0
+        while True:
+            page = self.collection.get(include=include, limit=PAGE, offset=offset)
+            ids = page["ids"]
+            if not ids:
+                return
+            yield (ids, *(page[key] for key in include))
+            offset += len(ids)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        embeddings: Any,
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+    ) -> None:
+        """Write chunks (insert or replace by id)."""
+        self.collection.upsert(
+            ids=list(ids), embeddings=embeddings, documents=list(texts), metadatas=list(metadatas)
+        )
+
+    def delete(self, ids: Sequence[str]) -> None:
+        """Delete chunks by id."""
+        for start in range(0, len(ids), PAGE):
+            self.collection.delete(ids=list(ids[start : start + PAGE]))
+
+    def query(
+        self, embedding: Sequence[float], n: int, where: dict[str, Any] | None
+    ) -> list[tuple[StoredChunk, float]]:
+        """Return the `n` nearest chunks with their cosine similarity, best first."""
+        result = self.collection.query(
+            query_embeddings=[list(embedding)],
+            n_results=n,
+            where=where or None,
+            include=["metadatas", "documents", "distances"],
+        )
+        return [
+            (StoredChunk(chunk_id, text or "", dict(meta)), 1.0 - float(distance))
+            for chunk_id, text, meta, distance in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                strict=True,
+            )
+        ]
