@@ -67,3 +67,6 @@ def configure_logging(settings: LogSettings | None = None, colors: bool | None =
     root.handlers[:] = [handler]
     # Third-party libraries are chatty at INFO (alembic migrations, MLflow hints): keep them quiet.
     root.setLevel(max(level, logging.WARNING))
+    # Some set their own level below the root's (bm25s logs at DEBUG, Ray Data at INFO).
+    for name in ("bm25s", "ray.data", "chromadb", "sentence_transformers", "httpx"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

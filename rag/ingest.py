@@ -237,8 +237,6 @@ def _embed_with_ray(
 @contextmanager
 def ray_session(settings: RaySettings) -> Iterator[None]:
     """Use the running Ray, join LAKESERVE_RAY_ADDRESS, or start a local Ray for the run."""
-    import logging
-
     import ray
 
     if ray.is_initialized():
@@ -246,7 +244,6 @@ def ray_session(settings: RaySettings) -> Iterator[None]:
         return
     # Local runs need no cluster auth token (Ray's processes read it from their environment).
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
     else:

@@ -144,7 +144,7 @@ class Retriever:
         index: Index,
         embeddings: Embeddings,
         candidates: int = 30,
-        min_similarity: float = 0.35,
+        min_similarity: float = 0.37,
     ) -> None:
         self.index = index
         self.embeddings = embeddings

@@ -39,8 +39,9 @@ class RagSettings(BaseSettings):
     rag_candidates: int = Field(
         default=30, ge=1, le=500, description="Candidates per retriever before fusion."
     )
+    # Measured on the stdlib corpus: on-topic QA questions score >= 0.395, off-topic <= 0.347.
     rag_min_score: float = Field(
-        default=0.35,
+        default=0.37,
         ge=-1.0,
         le=1.0,
         description="Relevance floor: best cosine similarity below it means 'not found'.",
