@@ -45,7 +45,7 @@ class LocalEmbeddings(Embeddings):
         self._model = SentenceTransformer(
             str(model_path(name)), device="cpu", local_files_only=True
         )
-        self.dimensions = int(self._model.get_sentence_embedding_dimension() or 0)
+        self.dimensions = int(self._model.get_embedding_dimension() or 0)
         self._lock = threading.Lock()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

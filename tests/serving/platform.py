@@ -59,8 +59,11 @@ def train(home: Path, tracking_uri: str, model: str, config: str, *extra: str) -
     return dict(json.loads(result.out))
 
 
-def write_serve_config(path: Path, model: str, **args: Any) -> Path:
-    """Write a Serve config hosting `model` on one fixed replica (deterministic metrics)."""
+def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -> Path:
+    """Write a Serve config hosting `model` on one fixed replica (deterministic metrics).
+
+    `rag` also deploys the RagServer (one replica) behind the same ingress.
+    """
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": 8000},
@@ -69,7 +72,7 @@ def write_serve_config(path: Path, model: str, **args: Any) -> Path:
                 "name": "models",
                 "route_prefix": "/",
                 "import_path": "serving.deployment:build_app",
-                "args": {"models": [{"name": model, "alias": "champion"}], **args},
+                "args": {"models": [{"name": model, "alias": "champion"}], "rag": rag, **args},
                 "deployments": [
                     {
                         "name": "ModelServer",
@@ -82,6 +85,16 @@ def write_serve_config(path: Path, model: str, **args: Any) -> Path:
             }
         ],
     }
+    if rag:
+        config["applications"][0]["deployments"].append(
+            {
+                "name": "RagServer",
+                "num_replicas": 1,
+                "max_ongoing_requests": 4,
+                "graceful_shutdown_timeout_s": 2,
+                "ray_actor_options": {"num_cpus": 0.5},
+            }
+        )
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
