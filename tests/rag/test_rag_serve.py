@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -11,8 +12,12 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from rag.chain import NOT_FOUND
+from lakehouse.errors import Upstream
+from rag.chain import NOT_FOUND, RagChain
+from rag.llm import chat_model
+from rag.settings import RagSettings
 from tests.rag.conftest import IndexEnv
+from tests.rag.fakes import FixedRetriever, hit
 from tests.serving.platform import Platform, prepare, run_platform, write_serve_config
 
 pytestmark = pytest.mark.integration
@@ -251,3 +256,29 @@ def test_metrics_count_rag_requests(platform: Platform, client: openai.OpenAI) -
 def test_models_still_served_beside_rag(platform: Platform) -> None:
     models = httpx.get(f"{platform.url}/models", headers=auth()).json()
     assert [m["name"] for m in models] == [MODEL]
+
+
+def test_chain_uses_any_openai_compatible_endpoint(platform: Platform) -> None:
+    # Our own /v1 is a real OpenAI-compatible server: point the pluggable LLM at it.
+    settings = RagSettings(
+        llm_base_url=f"{platform.url}/v1", llm_model="lakeserve-rag", llm_api_key=KEY
+    )
+    chain = RagChain(
+        FixedRetriever([hit("math.gcd", "Greatest Common Divisor.")]), chat_model(settings)
+    )  # type: ignore[arg-type]
+    answer = asyncio.run(chain.answer(QUESTION, max_tokens=8))
+    assert answer.answer and answer.answer != NOT_FOUND
+    assert answer.usage["output_tokens"] > 0
+
+
+def test_endpoint_errors_are_upstream_errors(platform: Platform) -> None:
+    for settings in (
+        RagSettings(
+            llm_base_url=f"{platform.url}/v1", llm_model="lakeserve-rag", llm_api_key="bad"
+        ),
+        RagSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_timeout_s=5),
+    ):
+        retriever = FixedRetriever([hit("math.gcd", "gcd")])
+        chain = RagChain(retriever, chat_model(settings))  # type: ignore[arg-type]
+        with pytest.raises(Upstream, match="LLM failed"):
+            asyncio.run(chain.answer(QUESTION))

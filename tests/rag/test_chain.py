@@ -1,0 +1,108 @@
+"""The RAG chain with a recording fake LLM: prompts, rewriting, not-found, citations, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from lakehouse.errors import ConfigError, Upstream
+from rag.chain import NOT_FOUND, RagChain
+from rag.llm import LocalChatModel, chat_model
+from rag.settings import RagSettings
+from tests.rag.fakes import FixedRetriever, RecordingChatModel, hit
+
+HITS = [
+    hit("math.gcd", "Greatest Common Divisor."),
+    hit("math.lcm", "Least Common Multiple."),
+]
+
+
+def make(responses: list[str], hits: list[Any] = HITS) -> tuple[RagChain, Any, Any]:
+    llm = RecordingChatModel(responses=responses, prompts=[])
+    retriever = FixedRetriever(hits)
+    return RagChain(retriever, llm, k=5), llm, retriever  # type: ignore[arg-type]
+
+
+def test_answer_prompt_numbers_the_sources_and_citations_match() -> None:
+    chain, llm, _ = make(["Use math.gcd [1]."])
+    answer = asyncio.run(chain.answer("gcd?"))
+
+    assert answer.answer == "Use math.gcd [1]."
+    assert answer.found is True
+    assert [(c.number, c.doc_id) for c in answer.citations] == [(1, "math.gcd"), (2, "math.lcm")]
+    assert answer.citations[0].snippet == "Greatest Common Divisor."
+    system = llm.prompts[0][0].content
+    assert "[1] math.gcd\nmath.gcd\nGreatest Common Divisor." in system
+    assert "[2] math.lcm" in system
+    assert llm.prompts[0][-1].content == "gcd?"
+
+
+def test_nothing_relevant_answers_not_found_without_calling_the_llm() -> None:
+    chain, llm, _ = make(["never used"], hits=[])
+    answer = asyncio.run(chain.answer("What is the capital of France?"))
+
+    assert (answer.answer, answer.found, answer.citations) == (NOT_FOUND, False, [])
+    assert llm.prompts == []
+
+
+def test_follow_up_is_rewritten_with_the_history_before_retrieval() -> None:
+    chain, llm, retriever = make(["What does math.lcm do?", "It computes the lcm [2]."])
+    history = [HumanMessage("What does math.gcd do?"), AIMessage("Greatest common divisor.")]
+    answer = asyncio.run(chain.answer("And the other one?", history))
+
+    assert retriever.queries == ["What does math.lcm do?"]
+    assert answer.query == "What does math.lcm do?"
+    rewrite_prompt = [m.content for m in llm.prompts[0]]
+    assert "What does math.gcd do?" in rewrite_prompt
+    assert rewrite_prompt[-1].startswith("Last question: And the other one?")
+    # the answer prompt carries the history too, and the user's own words
+    assert [m.content for m in llm.prompts[1][1:]] == [
+        "What does math.gcd do?",
+        "Greatest common divisor.",
+        "And the other one?",
+    ]
+
+
+def test_a_rewrite_that_rambles_keeps_the_original_question() -> None:
+    chain, _, retriever = make(["x" * 1000, "answer"])
+    asyncio.run(chain.answer("And lcm?", [HumanMessage("gcd?"), AIMessage("math.gcd")]))
+    assert retriever.queries == ["And lcm?"]
+
+
+def test_first_question_is_not_rewritten() -> None:
+    chain, llm, retriever = make(["answer"])
+    asyncio.run(chain.answer("gcd?"))
+    assert retriever.queries == ["gcd?"] and len(llm.prompts) == 1
+
+
+def test_llm_failure_is_an_upstream_error() -> None:
+    chain, llm, _ = make(["x"])
+    llm.fail = True
+    with pytest.raises(Upstream, match="LLM failed: ConnectionError: endpoint down"):
+        asyncio.run(chain.answer("gcd?"))
+
+
+def test_streamed_tokens_join_to_the_answer() -> None:
+    chain, _, _ = make(["one two three"])
+
+    async def collect() -> list[str]:
+        prepared = await chain.prepare("gcd?")
+        return [str(c.content) async for c in chain.stream(prepared)]
+
+    assert "".join(asyncio.run(collect())).strip() == "one two three"
+
+
+def test_a_remote_model_name_without_an_endpoint_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError, match="LAKESERVE_LLM_MODEL=gpt-4o needs LAKESERVE_LLM_BASE_URL"
+    ):
+        chat_model(RagSettings(llm_model="gpt-4o"))
+
+
+def test_the_default_llm_is_the_packaged_smollm2() -> None:
+    model = chat_model(RagSettings())
+    assert isinstance(model, LocalChatModel)
+    assert model.model_path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
