@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(BIN)/lakeserve lake show
 	$(BIN)/lakeserve train --config training/configs/fare-ridge.yaml --run-name demo-ridge
 	$(BIN)/lakeserve train --config training/configs/fare-hgb.yaml --run-name demo-hgb
+	$(BIN)/lakeserve rag ingest
 	@echo
 	@echo "Lakehouse and MLflow store are under $(LAKESERVE_HOME)."
 	@echo "Browse runs, the registered model fare-regressor and its aliases with:"
@@ -32,6 +33,9 @@ demo: $(STAMP)
 	@echo "Now serving fare-regressor@champion on http://127.0.0.1:$${LAKESERVE_HTTP_PORT:-8000} (Ctrl-C stops). Try:"
 	@echo "  curl -s localhost:$${LAKESERVE_HTTP_PORT:-8000}/predict/fare-regressor -H 'Content-Type: application/json' \\"
 	@echo "    -d '{\"dataframe_records\": [{\"trip_distance\": 3.2, \"passenger_count\": 1, \"pickup_hour\": 8, \"pickup_dow\": 2, \"is_weekend\": false, \"pickup_borough\": \"Manhattan\", \"dropoff_borough\": \"Brooklyn\", \"is_airport\": false, \"rate_code\": \"Standard\"}]}'"
+	@echo "Ask the documents (RAG; OpenAI-compatible at /v1, e.g. openai.OpenAI(base_url=.../v1)):"
+	@echo "  curl -s localhost:$${LAKESERVE_HTTP_PORT:-8000}/rag/query -H 'Content-Type: application/json' \\"
+	@echo "    -d '{\"question\": \"How do I create a temporary directory?\"}'"
 	$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
 test: lint

@@ -52,6 +52,9 @@ def serve_command(
         out.print(f"  API reference  {base_url}/docs", soft_wrap=True)
         out.print(f"  hosted models  {base_url}/models", soft_wrap=True)
         out.print(f"  metrics        {base_url}/metrics", soft_wrap=True)
+        if any(app["args"].get("rag") for app in deployed["applications"]):
+            out.print(f"  RAG            {base_url}/rag/query  (/rag/health)", soft_wrap=True)
+            out.print(f"  OpenAI API     {base_url}/v1  (model lakeserve-rag)", soft_wrap=True)
         if once:
             _self_check(base_url, settings, models[0])
             return
