@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +23,8 @@ from rag.schemas import (
 )
 from serving.errors import ERROR_RESPONSES, status_of
 from serving.metrics import ServingMetrics
+
+HEALTH_TIMEOUT_S = 3.0
 
 
 class RagBackend(Protocol):
@@ -124,7 +127,20 @@ def rag_routers(
     @health.get("/rag/health", response_model=RagHealth, responses={503: {"model": RagHealth}})
     async def rag_health() -> Any:
         """Return 200 when the index is loaded and questions can be answered, 503 before."""
-        state = RagHealth.model_validate(await backend.health())
+        try:
+            state = RagHealth.model_validate(
+                await asyncio.wait_for(backend.health(), HEALTH_TIMEOUT_S)
+            )
+        except TimeoutError:
+            # A replica still loading its models, or every replica's slots taken by generations:
+            # say so quickly instead of leaving a probe hanging.
+            state = RagHealth(
+                ready=False,
+                collection="",
+                chunks=0,
+                llm="",
+                detail=f"no RAG replica answered within {HEALTH_TIMEOUT_S:.0f}s (starting or busy)",
+            )
         return JSONResponse(dump(state), status_code=200 if state.ready else 503)
 
     @api.post("/rag/query", response_model=QueryResponse, tags=["rag"])

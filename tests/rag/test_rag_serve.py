@@ -49,13 +49,17 @@ def platform(
         yield running
 
 
-def wait_for_rag(url: str, timeout_s: float = 180) -> None:
+def wait_for_rag(url: str, timeout_s: float = 300) -> None:
+    """Wait for /rag/health to say ready (the RagServer replica loads after the models)."""
     deadline = time.monotonic() + timeout_s
+    last = ""
     while time.monotonic() < deadline:
-        if httpx.get(f"{url}/rag/health", timeout=5).status_code == 200:
+        response = httpx.get(f"{url}/rag/health", timeout=10)
+        if response.status_code == 200:
             return
+        last = response.text
         time.sleep(0.5)
-    raise TimeoutError(httpx.get(f"{url}/rag/health", timeout=5).text)
+    raise TimeoutError(last)
 
 
 @pytest.fixture(scope="module")

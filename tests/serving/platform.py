@@ -90,7 +90,7 @@ def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -
             {
                 "name": "RagServer",
                 "num_replicas": 1,
-                "max_ongoing_requests": 4,
+                "max_ongoing_requests": 8,
                 "graceful_shutdown_timeout_s": 2,
                 "ray_actor_options": {"num_cpus": 0.5},
             }
