@@ -172,7 +172,7 @@ class Retriever:
 
     def vector(self, query: str, n: int, filters: Filters) -> list[tuple[StoredChunk, float]]:
         """Return the `n` nearest chunks by cosine similarity."""
-        if self.index.count() == 0:
+        if not self._keyword.chunks:  # nothing ingested (the keyword index mirrors the collection)
             return []
         embedding = self.embeddings.embed_query(query)
         return self.index.query(embedding, n, chroma_where(filters))
