@@ -13,13 +13,14 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from lakehouse.errors import Upstream
+from lakehouse.errors import RequestError, Upstream
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
 
 NOT_FOUND = "I could not find this in the documents."
 SNIPPET_CHARS = 300
 SOURCE_CHARS = 700  # per source in the prompt: small models have small context windows
 HISTORY_MESSAGES = 6
+HISTORY_CHARS = 1000  # per earlier message: keeps long conversations inside small context windows
 
 ANSWER_PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -100,6 +101,17 @@ def _sources(hits: Sequence[Hit]) -> str:
     )
 
 
+def recent(history: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """Return the last messages of a conversation, each cut to HISTORY_CHARS characters."""
+    kept: list[BaseMessage] = []
+    for message in history[-HISTORY_MESSAGES:]:
+        text = str(message.content)
+        if len(text) > HISTORY_CHARS:
+            message = message.model_copy(update={"content": text[:HISTORY_CHARS] + " ..."})
+        kept.append(message)
+    return kept
+
+
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
@@ -122,9 +134,7 @@ class RagChain:
         if not history:
             return question
         try:
-            text = await self._rewrite.ainvoke(
-                {"history": list(history[-HISTORY_MESSAGES:]), "question": question}
-            )
+            text = await self._rewrite.ainvoke({"history": recent(history), "question": question})
         except Exception as exc:
             raise Upstream(f"LLM failed to rewrite the question: {exc}") from exc
         lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -154,7 +164,7 @@ class RagChain:
     def _inputs(self, prepared: Prepared, history: Sequence[BaseMessage]) -> dict[str, Any]:
         return {
             "sources": _sources(prepared.retrieval.hits),
-            "history": list(history[-HISTORY_MESSAGES:]),
+            "history": recent(history),
             "question": prepared.question,
         }
 
@@ -183,6 +193,8 @@ class RagChain:
             async for chunk in answer.astream(self._inputs(prepared, history)):
                 if isinstance(chunk, AIMessageChunk):
                     yield chunk
+        except RequestError:
+            raise
         except Exception as exc:
             raise Upstream(f"LLM failed: {type(exc).__name__}: {exc}") from exc
         prepared.timings["generate_ms"] = _ms(start)

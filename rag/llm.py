@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -13,7 +14,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
-from lakehouse.errors import ConfigError
+from lakehouse.errors import ConfigError, InvalidInput
 from rag.settings import LOCAL_LLM, RagSettings
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
@@ -79,7 +80,7 @@ class LocalChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         # llama.cpp contexts are not thread-safe: one generation at a time per model.
-        with self._lock:
+        with self._lock, _context_errors(self.context):
             result = self._client().create_chat_completion(**self._request(messages, stop, kwargs))
         choice = result["choices"][0]
         usage = result.get("usage", {})
@@ -103,7 +104,7 @@ class LocalChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         request = self._request(messages, stop, kwargs)
         produced = 0
-        with self._lock:
+        with self._lock, _context_errors(self.context):
             llama = self._client()
             prompt_text = "\n".join(m["content"] for m in request["messages"])
             prompt_tokens = len(llama.tokenize(prompt_text.encode(), add_bos=False))
@@ -135,6 +136,20 @@ class LocalChatModel(BaseChatModel):
                 },
             )
         )
+
+
+@contextmanager
+def _context_errors(context: int) -> Iterator[None]:
+    """Report a prompt longer than the model's window as bad input, not as a server fault."""
+    try:
+        yield
+    except ValueError as exc:
+        if "context window" not in str(exc):
+            raise
+        raise InvalidInput(
+            f"question, history and sources exceed the local model's {context}-token context "
+            "window: shorten the question or the history, or ask for fewer sources (k)"
+        ) from exc
 
 
 def chat_model(settings: RagSettings) -> BaseChatModel:

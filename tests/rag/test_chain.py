@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from lakehouse.errors import ConfigError, Upstream
+from lakehouse.errors import ConfigError, InvalidInput, Upstream
 from rag.chain import NOT_FOUND, RagChain
-from rag.llm import LocalChatModel, chat_model
+from rag.llm import LocalChatModel, chat_model, local_model_path
 from rag.settings import RagSettings
 from tests.rag.fakes import FixedRetriever, RecordingChatModel, hit
 
@@ -106,3 +106,23 @@ def test_the_default_llm_is_the_packaged_smollm2() -> None:
     model = chat_model(RagSettings())
     assert isinstance(model, LocalChatModel)
     assert model.model_path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_long_conversations_are_cut_to_fit_small_context_windows() -> None:
+    chain, llm, _ = make(["standalone?", "answer"])
+    history = [HumanMessage(f"question {i} " + "x" * 5000) for i in range(10)]
+    asyncio.run(chain.answer("And then?", history))
+
+    answer_prompt = llm.prompts[1]
+    earlier = answer_prompt[1:-1]
+    assert [str(m.content).split(" ")[1] for m in earlier] == ["4", "5", "6", "7", "8", "9"]
+    assert all(len(str(m.content)) <= 1004 for m in earlier)
+    assert answer_prompt[-1].content == "And then?"
+
+
+def test_a_prompt_longer_than_the_local_context_window_is_invalid_input() -> None:
+    llm = LocalChatModel(model_path=local_model_path(), context=128)
+    hits = [hit(f"math.f{i}", "Greatest common divisor. " * 80) for i in range(5)]
+    chain = RagChain(FixedRetriever(hits), llm)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="exceed the local model's 128-token context window"):
+        asyncio.run(chain.answer("gcd?"))
