@@ -7,7 +7,10 @@ DEMO_SCALE ?= 200000
 SERVE_FLAGS ?=
 export LAKESERVE_HOME ?= $(CURDIR)/.lakeserve
 
-.PHONY: demo test lint lock install clean
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint lock install clean browser
 
 install: $(STAMP)
 
@@ -38,8 +41,13 @@ demo: $(STAMP)
 	@echo "    -d '{\"question\": \"How do I create a temporary directory?\"}'"
 	$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
+browser:
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check lakehouse training serving rag tests bench

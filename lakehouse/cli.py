@@ -21,6 +21,7 @@ from lakehouse.console import err, main_for, out
 from lakehouse.docs.pipeline import seed_docs
 from lakehouse.seed import seed_trips
 from lakehouse.tables import Lakehouse
+from rag.chat.cli import chat_command
 from rag.cli import app as rag_app
 from serving.cli import serve_command
 from training.cli import app as train_app
@@ -40,6 +41,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(train_app, name="train")
 app.add_typer(rag_app, name="rag")
 app.command("serve")(serve_command)
+app.command("chat")(chat_command)
 
 
 @lake_app.command("seed")

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from lakehouse.config import LakehouseSettings
 from lakehouse.errors import ConfigError, DataError
@@ -52,7 +52,9 @@ CATALOG: tuple[TableRef, ...] = (
     TableRef("bronze", "docs"),
     TableRef("silver", "docs"),
     TableRef("gold", "docs"),
+    TableRef("bronze", "feedback"),
 )
+APPEND_ATTEMPTS = 5
 
 
 class Lakehouse:
@@ -112,6 +114,29 @@ class Lakehouse:
                 custom_metadata={METADATA_PREFIX + k: v for k, v in metadata.items()}
             ),
         )
+        return self.open(ref).version()
+
+    def append(self, ref: TableRef, rows: pa.Table, *, metadata: dict[str, str]) -> int:
+        """Append rows in one commit (creating the table if needed); return the new version.
+
+        Appends from several processes do not conflict in Delta; the one race left is two
+        writers creating the table at once, and the loser simply appends on its retry.
+        """
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                write_deltalake(
+                    self.uri(ref),
+                    rows,
+                    mode="append",
+                    storage_options=self._options,
+                    commit_properties=CommitProperties(
+                        custom_metadata={METADATA_PREFIX + k: v for k, v in metadata.items()}
+                    ),
+                )
+                break
+            except CommitFailedError:
+                if attempt == APPEND_ATTEMPTS:
+                    raise
         return self.open(ref).version()
 
     def commit_metadata(self, ref: TableRef) -> dict[str, str]:

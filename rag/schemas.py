@@ -192,6 +192,9 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     citations: list[CitationModel] | None = None
+    found: bool | None = Field(
+        default=None, description="On the first chunk: False when nothing relevant was found."
+    )
     usage: Usage | None = None
 
 
@@ -215,6 +218,67 @@ class RagHealth(BaseModel):
     chunks: int
     llm: str
     detail: str | None = None
+
+
+MAX_COMMENT_CHARS = 2000
+
+
+class FeedbackRequest(BaseModel):
+    """A user's rating of one answer, with an optional comment.
+
+    Every call is one event in bronze.feedback; a later event for the same `answer_id`
+    (a changed rating, an added comment) supersedes the earlier ones.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "answer_id": "chatcmpl-3f2a",
+                    "rating": "up",
+                    "comment": "Exactly what I needed",
+                    "question": "How do I pretty-print JSON?",
+                    "answer": "Use json.dumps with indent [1].",
+                    "citations": ["json.dumps"],
+                }
+            ]
+        },
+    )
+
+    event_id: str | None = Field(
+        default=None,
+        min_length=8,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Client-chosen id of this event, so a retried call can be recognised.",
+    )
+    answer_id: str = Field(
+        min_length=1, max_length=128, description="The rated answer: its chat completion id."
+    )
+    conversation_id: str | None = Field(default=None, max_length=128)
+    rating: Literal["up", "down"]
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    answer: str = Field(max_length=MAX_QUESTION_CHARS * 4)
+    citations: list[str] = Field(
+        default_factory=list, max_length=20, description="Doc ids of the answer's sources."
+    )
+    client: str = Field(default="api", max_length=64, description="Who sent it, e.g. chat.")
+
+    @field_validator("comment")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+
+class FeedbackReceipt(BaseModel):
+    """Where the feedback was committed."""
+
+    event_id: str
+    answer_id: str
+    table: str
+    version: int = Field(description="Delta table version of the commit holding the event.")
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

@@ -193,6 +193,7 @@ class RagService:
         yield chunk(
             Delta(role="assistant", content=""),
             citations=[CitationModel(**vars(c)) for c in prepared.citations],
+            found=prepared.retrieval.found,
         )
         usage: dict[str, int] = {}
         async for piece in chain.stream(prepared, history, request.limit(), request.temperature):

@@ -21,6 +21,7 @@ from lakehouse.errors import (
     RequestError,
     Unauthorized,
 )
+from rag.feedback import FeedbackStore
 from serving.errors import ERROR_RESPONSES, install_error_handlers, status_of
 from serving.host import ModelHost, ModelSlot
 from serving.invocations import FORMATS, columns_from_invocation
@@ -112,6 +113,7 @@ def create_app(
     api_keys: list[str] | None = None,
     manage_host: bool = True,
     rag: RagBackend | None = None,
+    feedback: FeedbackStore | None = None,
 ) -> FastAPI:
     """Build the API around a model host (and a RAG backend, when given).
 
@@ -348,6 +350,6 @@ def create_app(
     app.include_router(health)
     app.include_router(api)
     if rag is not None:
-        for router in rag_routers(rag, authorize, host.metrics):
+        for router in rag_routers(rag, authorize, host.metrics, feedback):
             app.include_router(router)
     return app

@@ -10,9 +10,11 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from threadpoolctl import threadpool_limits
 
-from lakehouse.config import TrackingSettings
+from lakehouse.config import LakehouseSettings, TrackingSettings
 from lakehouse.logs import configure_logging
+from lakehouse.tables import Lakehouse
 from rag.deployment import RagServer
+from rag.feedback import FeedbackStore
 from serving.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
@@ -41,10 +43,13 @@ class ModelServer:
         registry = Registry(TrackingSettings().uri)
         self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
         self.rag = HandleBackend(rag) if rag is not None else None
+        # Feedback is written here, not by a RagServer replica: it must not queue behind
+        # generations, and a 201 must mean the Delta commit happened.
+        self.feedback = FeedbackStore(Lakehouse(LakehouseSettings())) if rag is not None else None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # The app starts the host (first load, alias following) in its lifespan.
-        return create_app(self.host, api_keys=self.keys, rag=self.rag)
+        return create_app(self.host, api_keys=self.keys, rag=self.rag, feedback=self.feedback)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -71,6 +71,13 @@ class ServingMetrics:
             registry=self.registry,
         )
 
+        self.rag_feedback = Counter(
+            "lakeserve_rag_feedback",
+            "Feedback events stored, by rating.",
+            ["rating"],
+            registry=self.registry,
+        )
+
     def observe_batch(self, model: str, version: str, requests: int, rows: int) -> None:
         """Record one model call."""
         self.batch_requests.labels(model, version).observe(requests)

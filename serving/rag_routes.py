@@ -12,9 +12,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from lakehouse.errors import RequestError
+from rag.feedback import FeedbackStore
 from rag.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
+    FeedbackReceipt,
+    FeedbackRequest,
     ModelList,
     QueryRequest,
     QueryResponse,
@@ -105,9 +108,15 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 def rag_routers(
-    backend: RagBackend, authorize: Callable[..., None], metrics: ServingMetrics
+    backend: RagBackend,
+    authorize: Callable[..., None],
+    metrics: ServingMetrics,
+    feedback: FeedbackStore | None = None,
 ) -> tuple[APIRouter, APIRouter]:
-    """Return the health router (open) and the API router (behind `authorize`)."""
+    """Return the health router (open) and the API router (behind `authorize`).
+
+    POST /rag/feedback exists when a feedback store is given.
+    """
     health = APIRouter(tags=["rag"])
     api = APIRouter(dependencies=[Depends(authorize)], responses=ERROR_RESPONSES)
 
@@ -147,6 +156,19 @@ def rag_routers(
     async def rag_query(request: QueryRequest) -> Any:
         """Answer a question from the documents, with numbered citations and stage timings."""
         return await observed("rag_query", backend.query(dump(request)))
+
+    if feedback is not None:
+        store = feedback
+
+        @api.post("/rag/feedback", response_model=FeedbackReceipt, status_code=201, tags=["rag"])
+        async def rag_feedback(request: FeedbackRequest) -> Any:
+            """Record a rating (and comment) of an answer in bronze.feedback.
+
+            Answers after the Delta commit: a 201 means the feedback is stored.
+            """
+            receipt = await observed("feedback", asyncio.to_thread(store.record, request))
+            metrics.rag_feedback.labels(request.rating).inc()
+            return receipt
 
     @api.get("/v1/models", response_model=ModelList, tags=["openai"])
     async def list_chat_models() -> Any:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lakehouse.config import LakehouseSettings
@@ -70,3 +72,16 @@ def full_index(tmp_path_factory: pytest.TempPathFactory, chroma_url: str) -> Ind
     summary = index.ingest("--executor", "ray")
     assert summary["chunks_written"] == summary["chunks_total"] > 5000
     return index
+
+
+def wait_for_rag(url: str, timeout_s: float = 300) -> None:
+    """Wait for /rag/health to say ready (the RagServer replica loads after the models)."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{url}/rag/health", timeout=10)
+        if response.status_code == 200:
+            return
+        last = response.text
+        time.sleep(0.5)
+    raise TimeoutError(last)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -16,7 +15,7 @@ from lakehouse.errors import Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import chat_model
 from rag.settings import RagSettings
-from tests.rag.conftest import IndexEnv
+from tests.rag.conftest import IndexEnv, wait_for_rag
 from tests.rag.fakes import FixedRetriever, hit
 from tests.serving.platform import Platform, prepare, run_platform, write_serve_config
 
@@ -47,19 +46,6 @@ def platform(
     ):
         wait_for_rag(running.url)
         yield running
-
-
-def wait_for_rag(url: str, timeout_s: float = 300) -> None:
-    """Wait for /rag/health to say ready (the RagServer replica loads after the models)."""
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{url}/rag/health", timeout=10)
-        if response.status_code == 200:
-            return
-        last = response.text
-        time.sleep(0.5)
-    raise TimeoutError(last)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,258 @@
+"""The chat page in a real browser (Debian's Chromium via Playwright) against the real platform.
+
+Screenshots go to test-artifacts/ (LAKESERVE_TEST_ARTIFACTS to change it).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from lakehouse.config import LakehouseSettings
+from lakehouse.tables import Lakehouse
+from rag.feedback import FEEDBACK
+from tests.cli import BIN
+from tests.conftest import free_port, stop, wait_for_http
+from tests.rag.conftest import IndexEnv, wait_for_rag
+from tests.serving.platform import Platform, clean_env, prepare, run_platform, write_serve_config
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = os.environ.get("LAKESERVE_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+ARTIFACTS = Path(os.environ.get("LAKESERVE_TEST_ARTIFACTS", "test-artifacts"))
+MODEL = "chat-platform-fare"
+KEY = "chat-test-key"
+QUESTION = "How can I compute the greatest common divisor of two integers?"
+ANSWER_TIMEOUT_MS = 120_000
+
+
+@dataclass(frozen=True)
+class Chat:
+    url: str
+    metrics_url: str
+
+
+@pytest.fixture(scope="module")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
+) -> Iterator[Platform]:
+    home = tmp_path_factory.mktemp("chat-platform")
+    prepare(home, mlflow_server, MODEL)
+    config = write_serve_config(home / "serve.yaml", MODEL, rag=True)
+    index = full_index.env
+    for running in run_platform(
+        home,
+        mlflow_server,
+        MODEL,
+        config,
+        LAKESERVE_API_KEYS=KEY,
+        LAKESERVE_CHROMA_URL=index["LAKESERVE_CHROMA_URL"],
+        LAKESERVE_RAG_COLLECTION=index["LAKESERVE_RAG_COLLECTION"],
+        LAKESERVE_LLM_MAX_TOKENS="64",
+    ):
+        wait_for_rag(running.url)
+        yield running
+
+
+def run_chat(log: Path, api_url: str) -> Iterator[Chat]:
+    """`lakeserve chat` as a real process on free ports; stopped by PID."""
+    port, metrics_port = free_port(), free_port()
+    env = clean_env(
+        LAKESERVE_API_URL=api_url,
+        LAKESERVE_API_KEY=KEY,
+        LAKESERVE_CHAT_PORT=str(port),
+        LAKESERVE_CHAT_METRICS_PORT=str(metrics_port),
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "lakeserve"), "chat"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_http(f"{url}/_stcore/health", process, timeout_s=60)
+            yield Chat(url, f"http://127.0.0.1:{metrics_port}/metrics")
+        finally:
+            stop(process)
+
+
+@pytest.fixture(scope="module")
+def chat(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
+    yield from run_chat(tmp_path_factory.mktemp("chat") / "chat.log", platform.url)
+
+
+@pytest.fixture(scope="module")
+def chat_without_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
+    # Nothing listens on this port: the API is down.
+    log = tmp_path_factory.mktemp("chat-down") / "chat.log"
+    yield from run_chat(log, f"http://127.0.0.1:{free_port()}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: `make browser` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh tab; fails the test if the page asked anything of a host other than ours."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    elsewhere: list[str] = []
+    tab.on(
+        "request",
+        lambda r: (
+            None if r.url.startswith(("http://127.0.0.1", "data:")) else elsewhere.append(r.url)
+        ),
+    )
+    yield tab
+    context.close()
+    assert elsewhere == [], "the page must work offline (no CDN, no telemetry)"
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def ask(page: Page, question: str) -> None:
+    box = page.get_by_placeholder("Ask a question about the documents")
+    box.fill(question)
+    box.press("Enter")
+
+
+def answers(page: Page) -> Any:
+    return page.get_by_test_id("stChatMessage").filter(
+        has=page.get_by_test_id("stChatMessageAvatarCustom")
+    )
+
+
+def feedback_rows(platform: Platform, answer_id: str | None = None) -> list[dict[str, Any]]:
+    lake = Lakehouse(LakehouseSettings(home=Path(platform.env["LAKESERVE_HOME"])))
+    if not lake.exists(FEEDBACK):
+        return []
+    rows = lake.read(FEEDBACK).to_pylist()
+    return sorted(
+        (r for r in rows if answer_id is None or r["answer_id"] == answer_id),
+        key=lambda r: r["received_at"],
+    )
+
+
+def test_question_streams_an_answer_with_sources_to_open(page: Page, chat: Chat) -> None:
+    page.goto(chat.url)
+    expect(page.get_by_text("API ready")).to_be_visible(timeout=30_000)
+    screenshot(page, "chat-welcome.png")
+    ask(page, QUESTION)
+    answer = page.get_by_test_id("stChatMessage").nth(1)
+    # Streamed: the answer's text is seen growing before the sources appear under it.
+    lengths: list[int] = []
+    sources = page.get_by_text("Sources (")
+    deadline = time.monotonic() + ANSWER_TIMEOUT_MS / 1000
+    while not sources.is_visible() and time.monotonic() < deadline:
+        text = answer.inner_text() if answer.count() else ""
+        if text and (not lengths or len(text) != lengths[-1]):
+            lengths.append(len(text))
+        time.sleep(0.05)
+    expect(sources).to_be_visible()
+    assert len(lengths) >= 3, f"no streaming seen, only text lengths {lengths}"
+    source = page.get_by_test_id("stExpander").filter(has_text="math.gcd")
+    expect(source).to_be_visible()
+    source.get_by_text("math.gcd").first.click()
+    expect(source.get_by_text("greatest common divisor").first).to_be_visible()
+    screenshot(page, "chat-answer.png")
+
+
+def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
+    page: Page, chat: Chat, platform: Platform
+) -> None:
+    question = "How do I pretty-print JSON?"
+    page.goto(chat.url)
+    ask(page, question)
+    thumbs_down = page.get_by_role("button", name="Thumbs down")
+    expect(thumbs_down).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    thumbs_down.click()
+    expect(page.get_by_text("Feedback saved")).to_be_visible()
+    [rated] = feedback_rows(platform)
+    assert (rated["rating"], rated["comment"], rated["client"]) == ("down", None, "chat")
+    assert rated["question"] == question and rated["answer"]
+    assert rated["citations"] and rated["answer_id"].startswith("chatcmpl-")
+
+    page.get_by_placeholder("What was helpful, wrong or missing?").fill("Show indent=2")
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_text("Comment saved")).to_be_visible()
+    screenshot(page, "chat-feedback.png")
+    rows = feedback_rows(platform, rated["answer_id"])
+    assert [(r["rating"], r["comment"]) for r in rows] == [
+        ("down", None),
+        ("down", "Show indent=2"),
+    ]
+
+    # Change the rating and close the tab at once: the server-side callback still stores it.
+    page.get_by_role("button", name="Thumbs up").click()
+    page.close()
+    deadline = time.monotonic() + 30
+    while len(rows) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        rows = feedback_rows(platform, rated["answer_id"])
+    assert [r["rating"] for r in rows] == ["down", "down", "up"]
+    assert len({r["event_id"] for r in rows}) == 3
+
+
+def test_not_found_is_shown_as_such_and_new_chat_starts_over(page: Page, chat: Chat) -> None:
+    page.goto(chat.url)
+    ask(page, "What is the capital of France?")
+    notice = page.get_by_text("Not found in the documents.")
+    expect(notice).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+    expect(page.get_by_text("Sources (")).to_have_count(0)
+    screenshot(page, "chat-not-found.png")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.get_by_text("Ask the documentation")).to_be_visible()
+    expect(page.get_by_test_id("stChatMessage")).to_have_count(0)
+
+
+def test_chat_page_exports_metrics(chat: Chat) -> None:
+    # After the questions above: answered and not-found outcomes, feedback stored.
+    text = httpx.get(chat.metrics_url).text
+    assert 'lakeserve_chat_questions_total{outcome="answered"}' in text
+    assert 'lakeserve_chat_questions_total{outcome="not_found"} 1.0' in text
+    assert 'lakeserve_chat_feedback_total{outcome="stored",rating="down"} 2.0' in text
+
+
+def test_api_down_is_explained(page: Page, chat_without_api: Chat) -> None:
+    page.goto(chat_without_api.url)
+    expect(page.get_by_text("API unreachable")).to_be_visible(timeout=30_000)
+    ask(page, QUESTION)
+    error = page.get_by_text("The API is not reachable.")
+    expect(error).to_be_visible(timeout=30_000)
+    expect(
+        page.get_by_text("Is `lakeserve serve` running there?").or_(
+            page.get_by_text("Is lakeserve serve running there?")
+        )
+    ).to_be_visible()
+    screenshot(page, "chat-api-down.png")
+    # The question stays on the page; asking again once the API is back needs no reload.
+    expect(page.get_by_text(QUESTION)).to_be_visible()

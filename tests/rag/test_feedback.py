@@ -1,0 +1,117 @@
+"""Feedback events: committed to bronze.feedback before the API answers, never overwritten."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lakehouse.config import LakehouseSettings
+from lakehouse.tables import Lakehouse
+from rag.feedback import FEEDBACK, FeedbackStore
+from rag.schemas import FeedbackRequest
+from serving.app import create_app
+from serving.host import ModelHost
+from serving.metrics import ServingMetrics
+from serving.options import ServingOptions
+from tests.serving.fakes import FakeRegistry
+from tests.serving.test_rag_routes import FakeBackend
+
+EVENT = {
+    "answer_id": "chatcmpl-1",
+    "rating": "up",
+    "question": "How do I pretty-print JSON?",
+    "answer": "Use json.dumps with indent [1].",
+    "citations": ["json.dumps"],
+}
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lakehouse:
+    return Lakehouse(LakehouseSettings(home=tmp_path))
+
+
+def rows(lake: Lakehouse) -> list[dict[str, Any]]:
+    return sorted(lake.read(FEEDBACK).to_pylist(), key=lambda r: r["received_at"])
+
+
+def test_events_are_appended_with_their_receipt(lake: Lakehouse) -> None:
+    store = FeedbackStore(lake)
+    first = store.record(FeedbackRequest.model_validate(EVENT))
+    second = store.record(
+        FeedbackRequest.model_validate(
+            {**EVENT, "rating": "down", "comment": "  wrong module  ", "event_id": "client-42"}
+        )
+    )
+    assert (first.version, second.version) == (0, 1)
+    assert second.event_id == "client-42" and second.table == "bronze.feedback"
+    stored = rows(lake)
+    assert [(r["rating"], r["comment"]) for r in stored] == [("up", None), ("down", "wrong module")]
+    assert stored[0]["event_id"] == first.event_id
+    assert stored[1]["citations"] == ["json.dumps"] and stored[1]["client"] == "api"
+    assert lake.describe(FEEDBACK)["metadata"] == {"source": "rag feedback"}
+
+
+def test_concurrent_writers_lose_nothing(lake: Lakehouse) -> None:
+    # Eight first writers race to create the table; every event must land exactly once.
+    store = FeedbackStore(lake)
+    events = [FeedbackRequest.model_validate({**EVENT, "answer_id": f"a{i}"}) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        receipts = list(pool.map(store.record, events))
+    assert sorted(r["answer_id"] for r in rows(lake)) == [f"a{i}" for i in range(8)]
+    assert len({r.event_id for r in receipts}) == 8
+
+
+def client_for(lake: Lakehouse) -> TestClient:
+    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
+    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)  # type: ignore[arg-type]
+    app = create_app(host, api_keys=["k"], rag=FakeBackend([]), feedback=FeedbackStore(lake))
+    return TestClient(app, headers={"Authorization": "Bearer k"})
+
+
+def test_feedback_route_answers_201_after_the_commit(lake: Lakehouse) -> None:
+    with client_for(lake) as client:
+        response = client.post("/rag/feedback", json=EVENT)
+        assert response.status_code == 201
+        receipt = response.json()
+        assert receipt["table"] == "bronze.feedback" and receipt["version"] == 0
+        assert [r["event_id"] for r in rows(lake)] == [receipt["event_id"]]
+        metrics = client.get("/metrics").text
+    assert 'lakeserve_rag_feedback_total{rating="up"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rating": "meh"}, "rating: Input should be 'up' or 'down'"),
+        ({"question": ""}, "question: String should have at least 1 character"),
+        ({"comment": "x" * 2001}, "comment: String should have at most 2000 characters"),
+        ({"event_id": "no spaces please"}, "event_id: String should match pattern"),
+        ({"stars": 5}, "stars: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_feedback_is_422_and_stores_nothing(
+    lake: Lakehouse, change: dict[str, Any], message: str
+) -> None:
+    with client_for(lake) as client:
+        response = client.post("/rag/feedback", json={**EVENT, **change})
+    assert response.status_code == 422
+    assert message in response.json()["error"]
+    assert not lake.exists(FEEDBACK)
+
+
+def test_feedback_needs_the_api_key(lake: Lakehouse) -> None:
+    with client_for(lake) as client:
+        response = client.post("/rag/feedback", json=EVENT, headers={"Authorization": "Bearer x"})
+    assert response.status_code == 401
+    assert not lake.exists(FEEDBACK)
+
+
+def test_feedback_route_is_absent_without_a_store() -> None:
+    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
+    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)  # type: ignore[arg-type]
+    with TestClient(create_app(host, rag=FakeBackend([]))) as client:
+        assert client.post("/rag/feedback", json=EVENT).status_code == 404
