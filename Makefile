@@ -39,7 +39,11 @@ demo: $(STAMP)
 	@echo "Ask the documents (RAG; OpenAI-compatible at /v1, e.g. openai.OpenAI(base_url=.../v1)):"
 	@echo "  curl -s localhost:$${LAKESERVE_HTTP_PORT:-8000}/rag/query -H 'Content-Type: application/json' \\"
 	@echo "    -d '{\"question\": \"How do I create a temporary directory?\"}'"
-	$(BIN)/lakeserve serve $(SERVE_FLAGS)
+	@echo "Chat with the documents in a browser: http://127.0.0.1:$${LAKESERVE_CHAT_PORT:-8501}"
+	@echo
+	# The chat page runs beside the API and stops with it (Ctrl-C).
+	$(BIN)/lakeserve chat & chat=$$!; trap 'kill $$chat 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
 test: lint browser
 	$(BIN)/python -m pytest
