@@ -41,6 +41,22 @@ def train(
     ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sweep file: a YAML list of {key.path: value} override sets; one is applied.",
+            dir_okay=False,
+        ),
+    ] = None,
+    sweep_index: Annotated[
+        int | None,
+        typer.Option(
+            help="Which set of --sweep to apply (default: JOB_COMPLETION_INDEX, as set by an "
+            "Indexed Kubernetes Job).",
+            envvar="JOB_COMPLETION_INDEX",
+            min=0,
+        ),
+    ] = None,
 ) -> None:
     """Train, evaluate, register; promote to the alias only if it beats the champion.
 
@@ -57,6 +73,10 @@ def train(
     from training.tracking import Tracker
 
     extra = list(overrides or [])
+    if sweep is not None:
+        chosen = sweep_overrides(sweep, sweep_index)
+        extra += chosen
+        run_name = run_name or f"sweep-{sweep_index}"
     if table_version is not None:
         extra.append(f"data.version={table_version}")
     settings = load_config(config, extra, model_name=model_name)
@@ -103,6 +123,84 @@ def train(
         + f"\n  data: {result.table}@v{result.table_version} ({result.rows:,} rows)"
         f"\n  run: {result.run_id} in {tracker.uri}"
     )
+
+
+def sweep_overrides(path: Path, index: int | None) -> list[str]:
+    """Return the `key=value` overrides of one entry of a sweep file."""
+    import yaml
+
+    from lakehouse.errors import ConfigError
+
+    if index is None:
+        raise ConfigError("--sweep needs --sweep-index (or JOB_COMPLETION_INDEX)")
+    try:
+        entries = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read sweep file {path}: {exc}") from exc
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"sweep file {path} must be a YAML list of mappings")
+    if index >= len(entries):
+        raise ConfigError(f"sweep index {index} out of range: {path} has {len(entries)} entries")
+    return [
+        f"{key}={json.dumps(value)}" for key, value in entries[index].items()
+    ]  # JSON values are YAML values
+
+
+@app.command("submit")
+def submit(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Training config YAML.", dir_okay=False)
+    ],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value: key.path=value (repeatable)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Job name (default: train-<config>-<UTC time>).")
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="Namespace of the Job.")] = "lakeserve-jobs",
+    image: Annotated[
+        str, typer.Option(help="Container image.", envvar="LAKESERVE_IMAGE")
+    ] = "ghcr.io/lakeserve/lakeserve:0.1.0",
+    cpu: Annotated[str, typer.Option(help="CPU request and limit.")] = "2",
+    memory: Annotated[str, typer.Option(help="Memory request and limit.")] = "4Gi",
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    watch: Annotated[
+        bool, typer.Option(help="Follow the Job to its end, streaming its logs.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the manifests for `kubectl create -f -` and stop.")
+    ] = False,
+) -> None:
+    """Run training as a Kubernetes Job (the same `lakeserve train` entrypoint).
+
+    The config is validated here first (exit 2); the Job fails fast on exit codes 2 and 3 and
+    does not count evictions. With --watch the exit code is the training's.
+    """
+    from training.submit import JobSpec, Submitter, manifests, to_yaml
+
+    spec = JobSpec(
+        config=config,
+        overrides=list(overrides or []),
+        name=name,
+        namespace=namespace,
+        image=image,
+        cpu=cpu,
+        memory=memory,
+    )
+    objects = manifests(spec)
+    if dry_run:
+        sys.stdout.write(to_yaml(objects))
+        return
+    submitter = Submitter(namespace, context)
+    created = submitter.create(objects)
+    err.print(f"job {namespace}/{created} created", soft_wrap=True)
+    if watch:
+        code = submitter.follow(
+            created, lambda line: out.print(line, markup=False, highlight=False, soft_wrap=True)
+        )
+        if code:
+            raise typer.Exit(code)
 
 
 def main() -> None:
