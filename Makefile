@@ -10,7 +10,11 @@ export LAKESERVE_HOME ?= $(CURDIR)/.lakeserve
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint lock install clean browser
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
+KUBERAY_TAG := v1.7.0
+
+.PHONY: demo test lint lock install clean browser tools crds k8s-sync
 
 install: $(STAMP)
 
@@ -45,8 +49,31 @@ demo: $(STAMP)
 	$(BIN)/lakeserve chat & chat=$$!; trap 'kill $$chat 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
-test: lint browser
+test: lint browser tools
 	$(BIN)/python -m pytest
+
+# checkov in a venv of its own: its dependency pins conflict with the project's.
+tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
+
+$(TOOLS)/.installed-$(CHECKOV_VERSION):
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	rm -f $(TOOLS)/.installed-* && touch $@
+
+# KubeRay CRDs for validating manifests where ../shared/kuberay-crds is absent.
+crds:
+	mkdir -p .cache/kuberay-crds
+	for crd in rayclusters rayjobs rayservices raycronjobs; do \
+		curl -fsSL -o .cache/kuberay-crds/ray.io_$$crd.yaml \
+			https://raw.githubusercontent.com/ray-project/kuberay/$(KUBERAY_TAG)/ray-operator/config/crd/bases/ray.io_$$crd.yaml; \
+	done
+
+# Regenerate what k8s/ derives from the code (the tests fail when it is stale).
+k8s-sync: $(STAMP)
+	$(BIN)/python -m serving.kube
+	{ head -3 k8s/jobs/train-job.yaml; $(BIN)/lakeserve train submit --dry-run \
+		--config training/configs/fare-hgb.yaml --name train-fare-hgb; } > k8s/jobs/train-job.yaml.new
+	mv k8s/jobs/train-job.yaml.new k8s/jobs/train-job.yaml
 
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
 browser:
@@ -66,4 +93,4 @@ lock:
 	/tmp/lakeserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .lakeserve .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .lakeserve .pytest_cache

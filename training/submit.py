@@ -28,6 +28,15 @@ CONTAINER = "train"
 # Exit codes of `lakeserve train` that no retry can fix: bad config (2), data problem (3).
 PERMANENT_EXIT_CODES = [2, 3]
 POLL_S = 2.0
+# Linter findings that do not apply, with the reason (checkov reads these annotations).
+CHECKOV_SKIPS = {
+    "checkov.io/skip1": "CKV_K8S_43=The image is built and tagged per release; pass --image "
+    "with a digest to pin it.",
+    "checkov.io/skip2": "CKV_K8S_35=Settings, secrets included, are read from the environment "
+    "(pydantic-settings); only this container gets the S3 keys.",
+    "checkov.io/skip3": "CKV2_K8S_6=The lakeserve-jobs namespace has default-deny NetworkPolicies "
+    "(k8s/base/jobs/network-policies.yaml) that select every pod.",
+}
 
 
 @dataclass
@@ -89,7 +98,12 @@ def manifests(spec: JobSpec) -> list[dict[str, Any]]:
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": spec.namespace, "labels": labels},
+        "metadata": {
+            "name": name,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "annotations": CHECKOV_SKIPS,
+        },
         "spec": {
             "backoffLimit": spec.backoff_limit,
             "activeDeadlineSeconds": spec.deadline_s,
@@ -108,7 +122,7 @@ def manifests(spec: JobSpec) -> list[dict[str, Any]]:
                     {
                         # Evictions, preemption, node drains: retry without counting.
                         "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget"}],
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
                     },
                 ]
             },

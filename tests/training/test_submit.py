@@ -44,7 +44,10 @@ def test_dry_run_prints_the_config_map_and_the_job() -> None:
     ]  # fmt: skip
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob" and rules[0]["onExitCodes"]["values"] == [2, 3]
-    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert rules[1] == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
     volumes = job["spec"]["template"]["spec"]["volumes"]
     assert {"name": "config", "configMap": {"name": "train-x-config"}} in volumes
 

@@ -1,0 +1,205 @@
+"""Every Kubernetes artifact, verified offline as strictly as the tools allow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cli import BIN, spawn
+from tests.k8s.validate import ROOT, errors, render, tool
+
+pytestmark = pytest.mark.integration
+
+K8S = ROOT / "k8s"
+TARGETS = {
+    "base": K8S / "base",
+    "dev": K8S / "overlays" / "dev",
+    "prod": K8S / "overlays" / "prod",
+    "train-job": K8S / "jobs" / "train-job.yaml",
+    "train-sweep": K8S / "jobs" / "train-sweep.yaml",
+}
+CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
+WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_renders_and_validates_strictly(target: str) -> None:
+    objects = render(TARGETS[target])
+    assert objects
+    problems = errors(objects)
+    assert problems == [], "\n".join(problems)
+
+
+def test_submit_dry_run_validates() -> None:
+    result = spawn(
+        "train", "submit", "--dry-run", "--config", str(ROOT / "training/configs/fare-ridge.yaml"),
+        "--set", "model.params.alpha=0.5", "--cpu", "500m", "--memory", "1Gi",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    objects = [o for o in yaml.safe_load_all(result.out) if o]
+    assert [o["kind"] for o in objects] == ["ConfigMap", "Job"]
+    assert errors(objects) == []
+
+
+def test_validators_reject_what_the_api_server_would() -> None:
+    container = {"name": "c", "image": "i", "resources": {"limits": {"cpu": {}}}}
+    broken = [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "typo"},
+         "spec": {"replicaz": 1, "selector": {}, "template": {}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "types"},
+         "spec": {"containers": [container]}},
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
+        {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "r"},
+         "spec": {"serveConfigV3": "", "rayClusterConfig": {"headGroupSpec": {}}}},
+    ]  # fmt: skip
+    found = "\n".join(errors(broken))
+    assert "Deployment/typo: spec: Additional properties are not allowed ('replicaz'" in found
+    assert "Pod/types: spec/containers/0/resources/limits/cpu" in found
+    assert "Widget/w: unknown kind example.com/v1 Widget (no schema)" in found
+    assert "RayService/r: spec: Additional properties are not allowed ('serveConfigV3'" in found
+    assert "RayService/r: spec/rayClusterConfig/headGroupSpec: 'template' is a required" in found
+
+
+def containers(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Yield (pod spec, container) of a workload, RayService pods included."""
+    spec = obj.get("spec") or {}
+    pods = []
+    if obj["kind"] == "CronJob":
+        pods = [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    elif obj["kind"] in WORKLOADS:
+        pods = [spec["template"]["spec"]]
+    elif obj["kind"] == "RayService":
+        cluster = spec["rayClusterConfig"]
+        pods = [cluster["headGroupSpec"]["template"]["spec"]]
+        pods += [group["template"]["spec"] for group in cluster["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["containers"]:
+            yield pod, container
+
+
+@pytest.mark.parametrize("target", ["dev", "prod", "train-job", "train-sweep"])
+def test_every_container_is_bounded_and_locked_down(target: str) -> None:
+    problems = []
+    for obj in render(TARGETS[target]):
+        for pod, container in containers(obj):
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+            limits = container.get("resources", {})
+            if set(limits.get("requests", {})) < {"cpu", "memory"} or set(
+                limits.get("limits", {})
+            ) < {"cpu", "memory"}:
+                problems.append(f"{where}: cpu/memory requests and limits")
+            security = container.get("securityContext", {})
+            if security.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation")
+            if security.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where}: capabilities not dropped")
+            if not security.get("readOnlyRootFilesystem"):
+                problems.append(f"{where}: writable root filesystem")
+            if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+                problems.append(f"{where}: may run as root")
+            if obj["kind"] in ("Deployment", "StatefulSet") and not (
+                container.get("readinessProbe") and container.get("livenessProbe")
+            ):
+                problems.append(f"{where}: probes")
+    assert problems == []
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_namespaces_deny_by_default_and_no_secret_is_committed(target: str) -> None:
+    objects = render(TARGETS[target])
+    namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    assert namespaces == {"lakeserve-platform", "lakeserve-serving", "lakeserve-jobs"}
+    denied = {
+        o["metadata"]["namespace"]
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["spec"]["podSelector"] == {}
+        and set(o["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        and not o["spec"].get("ingress")
+        and not o["spec"].get("egress")
+    }
+    assert denied == namespaces
+    assert not [o for o in objects if o["kind"] == "Secret"]
+
+
+def test_prod_is_highly_available_and_autoscaled() -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS["prod"])}
+    assert objects[("Deployment", "mlflow")]["spec"]["replicas"] >= 2
+    assert objects[("HorizontalPodAutoscaler", "chat")]["spec"]["minReplicas"] >= 2
+    assert {name for kind, name in objects if kind == "PodDisruptionBudget"} >= {
+        "mlflow", "chat", "ray-workers",
+    }  # fmt: skip
+    cluster = objects[("RayService", "lakeserve")]["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    [workers] = cluster["workerGroupSpecs"]
+    assert 2 <= workers["minReplicas"] < workers["maxReplicas"]
+
+
+def checkov(*args: str) -> dict[str, Any]:
+    if not CHECKOV.exists():
+        pytest.fail(f"{CHECKOV} missing: `make tools` installs checkov")
+    done = subprocess.run(
+        [str(CHECKOV), *args, "--skip-download", "--compact", "--quiet", "-o", "json"],
+        capture_output=True,
+        text=True,
+    )
+    report = json.loads(done.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [
+        f"{r.get('check_type')}: {c['check_id']} {c['check_name']} on {c['resource']}"
+        for r in reports
+        for c in r.get("results", {}).get("failed_checks", [])
+    ]
+    assert failed == [], "\n".join(failed)
+    passed = sum(r.get("summary", {}).get("passed", 0) for r in reports)
+    assert passed > 0
+    return {"passed": passed}
+
+
+@pytest.mark.parametrize("target", ["dev", "prod", "train-job", "train-sweep"])
+def test_checkov_kubernetes_has_no_failures(target: str, tmp_path: Path) -> None:
+    # One object per file, as kubectl would apply them.
+    for index, obj in enumerate(render(TARGETS[target])):
+        (tmp_path / f"{index:03d}.yaml").write_text(yaml.safe_dump(obj))
+    checkov("-d", str(tmp_path), "--framework", "kubernetes")
+
+
+def test_checkov_kustomize_and_dockerfile_have_no_failures() -> None:
+    checkov("-d", str(K8S), "--framework", "kustomize")
+    checkov("-f", str(ROOT / "Dockerfile"), "--framework", "dockerfile")
+
+
+def test_hadolint_is_clean() -> None:
+    done = subprocess.run(
+        [tool("hadolint"), "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_one_image_runs_every_role() -> None:
+    # The Dockerfile's entrypoint is `lakeserve`; every role's command exists in the package.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["lakeserve"]' in dockerfile and "USER 10001" in dockerfile
+    commands: set[str] = set()
+    for target in ("dev", "train-job"):
+        for obj in render(TARGETS[target]):
+            for _, container in containers(obj):
+                if "lakeserve" not in container["image"]:  # MinIO, Postgres (dev only)
+                    continue
+                if "command" in container:
+                    commands.add(container["command"][0])
+                elif container.get("args"):
+                    commands.add(f"lakeserve {container['args'][0]}")
+    assert commands >= {"lakeserve chat", "lakeserve train", "lakeserve rag", "mlflow", "chroma"}
+    for command in commands:
+        program, *sub = command.split()
+        if program in ("mlflow", "chroma", "lakeserve"):
+            args = [*sub, "--help"]
+            done = subprocess.run([str(BIN / program), *args], capture_output=True, timeout=120)
+            assert done.returncode == 0, (command, done.stderr[-500:])
