@@ -16,7 +16,7 @@ from lakehouse.docs.pipeline import seed_docs
 from lakehouse.tables import Lakehouse
 from tests.cli import BIN, spawn
 from tests.conftest import free_port, start_server
-from tests.serving.platform import clean_env
+from tests.serving.platform import Platform, clean_env, prepare, run_platform, write_serve_config
 
 # A small corpus for ingestion behaviour: real stdlib docs, a few hundred chunks.
 SMALL_MODULES = "json,shlex,textwrap,colorsys"
@@ -85,3 +85,23 @@ def wait_for_rag(url: str, timeout_s: float = 300) -> None:
         last = response.text
         time.sleep(0.5)
     raise TimeoutError(last)
+
+
+def rag_platform(
+    home: Path, mlflow_server: str, index: IndexEnv, model: str, key: str, max_tokens: int
+) -> Iterator[Platform]:
+    """`lakeserve serve` with a registered model and the RAG app on the full index, until ready."""
+    prepare(home, mlflow_server, model)
+    config = write_serve_config(home / "serve.yaml", model, rag=True)
+    for running in run_platform(
+        home,
+        mlflow_server,
+        model,
+        config,
+        LAKESERVE_API_KEYS=key,
+        LAKESERVE_CHROMA_URL=index.env["LAKESERVE_CHROMA_URL"],
+        LAKESERVE_RAG_COLLECTION=index.env["LAKESERVE_RAG_COLLECTION"],
+        LAKESERVE_LLM_MAX_TOKENS=str(max_tokens),
+    ):
+        wait_for_rag(running.url)
+        yield running

@@ -22,8 +22,8 @@ from lakehouse.tables import Lakehouse
 from rag.feedback import FEEDBACK
 from tests.cli import BIN
 from tests.conftest import free_port, stop, wait_for_http
-from tests.rag.conftest import IndexEnv, wait_for_rag
-from tests.serving.platform import Platform, clean_env, prepare, run_platform, write_serve_config
+from tests.rag.conftest import IndexEnv, rag_platform
+from tests.serving.platform import Platform, clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -53,21 +53,7 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
 ) -> Iterator[Platform]:
     home = tmp_path_factory.mktemp("chat-platform")
-    prepare(home, mlflow_server, MODEL)
-    config = write_serve_config(home / "serve.yaml", MODEL, rag=True)
-    index = full_index.env
-    for running in run_platform(
-        home,
-        mlflow_server,
-        MODEL,
-        config,
-        LAKESERVE_API_KEYS=KEY,
-        LAKESERVE_CHROMA_URL=index["LAKESERVE_CHROMA_URL"],
-        LAKESERVE_RAG_COLLECTION=index["LAKESERVE_RAG_COLLECTION"],
-        LAKESERVE_LLM_MAX_TOKENS="64",
-    ):
-        wait_for_rag(running.url)
-        yield running
+    yield from rag_platform(home, mlflow_server, full_index, MODEL, KEY, max_tokens=64)
 
 
 def run_chat(log: Path, api_url: str) -> Iterator[Chat]:

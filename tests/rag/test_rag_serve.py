@@ -15,9 +15,9 @@ from lakehouse.errors import Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import chat_model
 from rag.settings import RagSettings
-from tests.rag.conftest import IndexEnv, wait_for_rag
+from tests.rag.conftest import IndexEnv, rag_platform
 from tests.rag.fakes import FixedRetriever, hit
-from tests.serving.platform import Platform, prepare, run_platform, write_serve_config
+from tests.serving.platform import Platform
 
 pytestmark = pytest.mark.integration
 
@@ -31,21 +31,7 @@ def platform(
     tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
 ) -> Iterator[Platform]:
     home = tmp_path_factory.mktemp("rag-platform")
-    prepare(home, mlflow_server, MODEL)
-    config = write_serve_config(home / "serve.yaml", MODEL, rag=True)
-    index = full_index.env
-    for running in run_platform(
-        home,
-        mlflow_server,
-        MODEL,
-        config,
-        LAKESERVE_API_KEYS=KEY,
-        LAKESERVE_CHROMA_URL=index["LAKESERVE_CHROMA_URL"],
-        LAKESERVE_RAG_COLLECTION=index["LAKESERVE_RAG_COLLECTION"],
-        LAKESERVE_LLM_MAX_TOKENS="40",
-    ):
-        wait_for_rag(running.url)
-        yield running
+    yield from rag_platform(home, mlflow_server, full_index, MODEL, KEY, max_tokens=40)
 
 
 @pytest.fixture(scope="module")
