@@ -202,3 +202,17 @@ def test_watch_returns_the_training_exit_code(tmp_path: Path) -> None:
         result = spawn("train", "submit", "--config", str(HGB), "--name", "t2", "--watch", env=env)
         assert result.code == 3
         assert "Job failed: BackoffLimitExceeded" in result.out
+
+
+def test_every_sweep_entry_is_a_valid_config(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.models import validate
+
+    config_map, job = yaml.safe_load_all((ROOT / "k8s" / "jobs" / "train-sweep.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(config_map["data"]["config.yaml"])
+    (tmp_path / "sweep.yaml").write_text(config_map["data"]["sweep.yaml"])
+    entries = yaml.safe_load(config_map["data"]["sweep.yaml"])
+    assert job["spec"]["completions"] == len(entries)
+    for index in range(len(entries)):
+        overrides = sweep_overrides(tmp_path / "sweep.yaml", index)
+        validate(load_config(tmp_path / "config.yaml", overrides).model)
