@@ -1,11 +1,13 @@
 # One image for every Lakeserve role: `lakeserve train | serve | rag ingest | chat`, the Ray head
 # and workers of the Serve app (KubeRay runs `ray start` in it), `mlflow server`, `chroma run`.
 # Build: docker build -t lakeserve:dev .
+# Run:   docker run --rm -p 8000:8000 -v lakeserve-data:/data lakeserve:dev serve
 
-# ---- build: compile the dependencies into a virtualenv -----------------------------------------
+# ---- build: the dependencies and the project, compiled into a virtualenv -----------------------
 FROM python:3.11.14-slim-bookworm AS build
 
-# llama-cpp-python is built from source; it needs a C/C++ toolchain and CMake.
+# llama-cpp-python ships only as source: it needs a C/C++ toolchain and CMake.
+# Versions follow the base image's Debian release; exact pins break at each Debian point release.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
@@ -15,53 +17,76 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv
 WORKDIR /src
 
-# Dependencies first (this layer is reused until pyproject.toml or constraints.txt change).
-# torch: the CPU build from PyTorch's index; PyPI's default wheel is a multi-GB CUDA build.
-COPY pyproject.toml constraints.txt README.md ./
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu" \
+# Dependencies before the code: this slow layer (llama.cpp compiles for minutes) is reused until
+# pyproject.toml or constraints.txt change.
+COPY pyproject.toml constraints.txt ./
+# torch comes from PyTorch's CPU index, at the version constraints.txt pins: PyPI's wheel pulls
+# GBs of CUDA libraries. Its `+cpu` label is dropped because the index's aarch64 wheels have
+# none, and torch's own dependencies come afterwards from PyPI under constraints.txt.
+# The project's dependencies are read from pyproject.toml, so the code is not needed yet.
+# GGML_NATIVE=OFF: llama.cpp for any x86-64/arm64 CPU, not only the build machine's.
+RUN python -m venv /opt/venv \
+    && torch_version="$(sed -n 's/^torch==\([^+]*\).*/\1/p' constraints.txt)" \
+    && pip install --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==${torch_version}" \
     && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
-    && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
+    && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/requirements.txt \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -c /tmp/constraints.txt -r /tmp/requirements.txt \
+    && pip check
 
-# Then the code, installed without touching the dependencies.
+# Then the code, installed as a regular (non-editable) package without touching the dependencies.
+COPY README.md ./
 COPY lakehouse/ lakehouse/
 COPY training/ training/
 COPY serving/ serving/
 COPY rag/ rag/
-RUN pip install --no-deps .
+RUN pip install --no-deps . \
+    && pip check
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM python:3.11.14-slim-bookworm
 
-# wget: the readiness/liveness probes KubeRay adds to Ray pods call it.
+LABEL org.opencontainers.image.title="lakeserve" \
+      org.opencontainers.image.description="Lakeserve: Delta lakehouse, MLflow training, Ray Serve, RAG and chat in one image."
+
+# libgomp1: the OpenMP runtime the llama.cpp libraries built above link to (torch and scikit-learn
+# bundle their own). wget: the liveness/readiness probes KubeRay adds to Ray pods call it.
+# /data: LAKESERVE_HOME lives there, writable by the app user even without a mounted volume.
+# profile.d: keeps the venv first on PATH in login shells too (KubeRay's ENABLE_LOGIN_SHELL).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends wget \
+    && apt-get install -y --no-install-recommends libgomp1 wget \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 lakeserve \
-    && useradd --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /bin/bash lakeserve
+    && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /tmp \
+        --shell /usr/sbin/nologin lakeserve \
+    && install -d -o 10001 -g 10001 -m 0750 /data \
+    && echo "export PATH=/opt/venv/bin:\${PATH}" > /etc/profile.d/lakeserve-venv.sh
 
+# Root-owned and read-only for the app user.
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The training configs at the same relative path as in the repository (CronJobs use them).
+# The training configs at the same relative path as in the repository (the CronJobs use them).
 COPY training/configs/ training/configs/
 
+# HOME=/tmp: Ray, Streamlit and MLflow write dot-directories there; with a read-only root
+# filesystem (k8s/) /tmp and /data are the writable mounts.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     LAKESERVE_HOME=/data/.lakeserve \
+    GIT_PYTHON_REFRESH=quiet \
     ANONYMIZED_TELEMETRY=False \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 
 USER 10001:10001
+# 8000: API (Ray Serve proxy or `lakeserve serve`); 8501: chat page; 8502: chat /metrics.
 EXPOSE 8000 8501 8502
 
-# Liveness of the API (the default server role); other roles have their own probes in k8s/.
+# Liveness of the API (the server role); other roles have their own probes in k8s/.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/live' % os.environ.get('LAKESERVE_HTTP_PORT', '8000'), timeout=4)"]
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lakeserve on a laptop: build the image, start kind, install KubeRay, apply the dev overlay,
-# build the lakehouse, train, index the docs, then smoke-test the API and the chat page.
-# Needs docker, kind, kubectl and helm. Usage: scripts/kind-deploy.sh [--skip-build]
+# build the lakehouse, train, index the docs, then smoke-test the API, the chat page and MLflow.
+# Needs docker, kind, kubectl, helm, openssl and curl. Usage: scripts/kind-deploy.sh [--skip-build]
 set -euo pipefail
 
 CLUSTER=${CLUSTER:-lakeserve}
@@ -13,22 +13,32 @@ for arg in "$@"; do
     case $arg in
         --skip-build) SKIP_BUILD=true ;;
         -h | --help) sed -n '2,4p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+        *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
 
 step() { printf '\n==> %s\n' "$*"; }
-need() { command -v "$1" >/dev/null || { echo "$1 is required" >&2; exit 2; }; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null || die "$1 is required (not found on PATH)"; }
 for tool in docker kind kubectl helm openssl curl; do need "$tool"; done
+docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (is Docker running?)"
 
 if [ "$SKIP_BUILD" = false ]; then
-    step "building $IMAGE"
+    step "building $IMAGE (the first build compiles llama.cpp: several minutes)"
     docker build -t "$IMAGE" "$ROOT"
+else
+    docker image inspect "$IMAGE" >/dev/null 2>&1 \
+        || die "--skip-build given but image $IMAGE does not exist: run once without it"
 fi
 
 step "kind cluster $CLUSTER"
-kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER"
+if kind get clusters | grep -qx "$CLUSTER"; then
+    echo "cluster $CLUSTER exists: reusing it"
+else
+    kind create cluster --name "$CLUSTER"
+fi
 kubectl config use-context "kind-$CLUSTER"
+step "loading $IMAGE into the kind node"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 step "KubeRay operator $KUBERAY_VERSION"
@@ -66,6 +76,7 @@ secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY" "LAKES
 
 step "applying k8s/overlays/dev"
 kubectl apply -k "$ROOT/k8s/overlays/dev"
+step "waiting for the platform (postgres, minio, mlflow, chroma)"
 kubectl -n lakeserve-platform rollout status statefulset/postgres --timeout=300s
 kubectl -n lakeserve-platform rollout status statefulset/minio --timeout=300s
 kubectl -n lakeserve-platform wait --for=condition=complete job/minio-bucket --timeout=300s
@@ -73,7 +84,7 @@ kubectl -n lakeserve-platform wait --for=condition=complete job/mlflow-db-upgrad
 kubectl -n lakeserve-platform rollout status deployment/mlflow --timeout=300s
 kubectl -n lakeserve-platform rollout status statefulset/chroma --timeout=300s
 
-run_job() {  # file-or-cronjob name: create it (again) and wait for it
+run_job() {  # name file-or-cronjob: create the Job (again) and wait for it
     local name=$1 source=$2
     kubectl -n lakeserve-jobs delete job "$name" --ignore-not-found
     if [ -f "$source" ]; then
@@ -82,7 +93,10 @@ run_job() {  # file-or-cronjob name: create it (again) and wait for it
     else
         kubectl -n lakeserve-jobs create job "$name" --from="cronjob/$source"
     fi
-    kubectl -n lakeserve-jobs wait --for=condition=complete "job/$name" --timeout=1800s
+    if ! kubectl -n lakeserve-jobs wait --for=condition=complete "job/$name" --timeout=1800s; then
+        kubectl -n lakeserve-jobs logs "job/$name" --tail=50 >&2 || true
+        die "job $name did not complete"
+    fi
     kubectl -n lakeserve-jobs logs "job/$name" --tail=5
 }
 step "lakehouse, model and index (Jobs)"
@@ -91,21 +105,41 @@ run_job lake-seed "$ROOT/k8s/jobs/seed-job.yaml"
 run_job train-fare-hgb "$ROOT/k8s/jobs/train-job.yaml"
 run_job rag-ingest-now rag-ingest
 
-step "serving (RayService) and chat"
+step "waiting for serving (RayService lakeserve, Deployment chat)"
 kubectl -n lakeserve-serving wait --for=condition=Ready rayservice/lakeserve --timeout=1200s
 kubectl -n lakeserve-serving rollout status deployment/chat --timeout=300s
 
 step "smoke test"
-kubectl -n lakeserve-serving port-forward svc/lakeserve-serve-svc 18000:8000 >/dev/null &
-API_FORWARD=$!
-kubectl -n lakeserve-serving port-forward svc/chat 18501:8501 >/dev/null &
-CHAT_FORWARD=$!
-trap 'kill $API_FORWARD $CHAT_FORWARD 2>/dev/null || true' EXIT
-sleep 3
-curl -fsS http://127.0.0.1:18000/v2/health/ready && echo
-curl -fsS http://127.0.0.1:18000/rag/health && echo
-curl -fsS http://127.0.0.1:18000/rag/query -H "Authorization: Bearer $API_KEY" \
-    -H 'Content-Type: application/json' -d '{"question": "How do I pretty-print JSON?"}' | head -c 400
-echo
-curl -fsS http://127.0.0.1:18501/_stcore/health && echo
-step "done: kubectl -n lakeserve-serving port-forward svc/chat 8501:8501, then open http://127.0.0.1:8501"
+FORWARDS=()
+cleanup() { if [ ${#FORWARDS[@]} -gt 0 ]; then kill "${FORWARDS[@]}" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+forward() {  # namespace service local-port:remote-port
+    kubectl -n "$1" port-forward "svc/$2" "$3" >/dev/null 2>&1 &
+    FORWARDS+=("$!")
+}
+check() {  # url [curl args...]: retried while the port-forward comes up
+    local url=$1 attempt
+    shift
+    for attempt in $(seq 1 30); do
+        if curl -fsS --max-time 10 "$@" "$url"; then
+            echo
+            echo "ok: $url"
+            return 0
+        fi
+        [ "$attempt" -lt 30 ] && sleep 2
+    done
+    die "smoke test failed: $url"
+}
+forward lakeserve-serving lakeserve-serve-svc 18000:8000
+forward lakeserve-serving chat 18501:8501
+forward lakeserve-platform mlflow 15000:5000
+check http://127.0.0.1:18000/v2/health/ready
+check http://127.0.0.1:18000/rag/health
+check http://127.0.0.1:18000/rag/query -H "Authorization: Bearer $API_KEY" \
+    -H 'Content-Type: application/json' -d '{"question": "How do I pretty-print JSON?"}'
+check http://127.0.0.1:18501/_stcore/health
+# MLflow checks the Host header against --allowed-hosts (k8s/base/platform/mlflow.yaml).
+check http://127.0.0.1:15000/health -H 'Host: localhost:5000'
+
+step "done. The API key is in Secret lakeserve-serving/lakeserve-api-keys. Open the chat with:"
+echo "  kubectl -n lakeserve-serving port-forward svc/chat 8501:8501   # then http://127.0.0.1:8501"
