@@ -1,7 +1,8 @@
 # One image for every Lakeserve role: `lakeserve train | serve | rag ingest | chat`, the Ray head
 # and workers of the Serve app (KubeRay runs `ray start` in it), `mlflow server`, `chroma run`.
 # Build: docker build -t lakeserve:dev .
-# Run:   docker run --rm -p 8000:8000 -v lakeserve-data:/data lakeserve:dev serve
+# Run:   docker run --rm -p 8000:8000 -e LAKESERVE_HTTP_HOST=0.0.0.0 -v lakeserve-data:/data \
+#          lakeserve:dev serve   (the API binds 127.0.0.1 unless told otherwise)
 
 # ---- build: the dependencies and the project, compiled into a virtualenv -----------------------
 FROM python:3.11.14-slim-bookworm AS build

@@ -35,6 +35,12 @@ class TrackingUnavailable(LakeserveError):
     exit_code = 4
 
 
+class WorkloadStuck(LakeserveError):
+    """A submitted Kubernetes workload cannot start (image not pullable, missing Secret key)."""
+
+    exit_code = 6
+
+
 # Request errors raised by model and RAG code; the HTTP edge maps each to one status code.
 
 

@@ -162,6 +162,10 @@ def submit(
     image: Annotated[
         str, typer.Option(help="Container image.", envvar="LAKESERVE_IMAGE")
     ] = "ghcr.io/lakeserve/lakeserve:0.1.0",
+    image_pull_policy: Annotated[
+        str,
+        typer.Option(help="Always, IfNotPresent (an image loaded into kind) or Never."),
+    ] = "Always",
     cpu: Annotated[str, typer.Option(help="CPU request and limit.")] = "2",
     memory: Annotated[str, typer.Option(help="Memory request and limit.")] = "4Gi",
     context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
@@ -175,7 +179,8 @@ def submit(
     """Run training as a Kubernetes Job (the same `lakeserve train` entrypoint).
 
     The config is validated here first (exit 2); the Job fails fast on exit codes 2 and 3 and
-    does not count evictions. With --watch the exit code is the training's.
+    does not count evictions. With --watch the exit code is the training's, or 6 when its pod
+    cannot start (image not pullable, missing Secret key).
     """
     from training.submit import JobSpec, Submitter, manifests, to_yaml
 
@@ -185,6 +190,7 @@ def submit(
         name=name,
         namespace=namespace,
         image=image,
+        pull_policy=image_pull_policy,
         cpu=cpu,
         memory=memory,
     )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lakehouse.errors import ConfigError, Upstream
+from lakehouse.errors import ConfigError, Upstream, WorkloadStuck
 from training.config import load_config
 from training.models import validate
 
@@ -28,6 +29,16 @@ CONTAINER = "train"
 # Exit codes of `lakeserve train` that no retry can fix: bad config (2), data problem (3).
 PERMANENT_EXIT_CODES = [2, 3]
 POLL_S = 2.0
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# Waiting reasons of a container that will not start by itself, and how long each may last
+# before --watch gives up: a back-off means pulling already failed; a missing ConfigMap or
+# Secret key may still be created by someone else, so it gets a minute.
+STUCK_AFTER_S = {
+    "ImagePullBackOff": 0.0,
+    "ErrImageNeverPull": 0.0,
+    "InvalidImageName": 0.0,
+    "CreateContainerConfigError": 60.0,
+}
 # Linter findings that do not apply, with the reason (checkov reads these annotations).
 CHECKOV_SKIPS = {
     "checkov.io/skip1": "CKV_K8S_43=The image is built and tagged per release; pass --image "
@@ -48,6 +59,7 @@ class JobSpec:
     name: str | None = None
     namespace: str = NAMESPACE
     image: str = IMAGE
+    pull_policy: str = "Always"
     cpu: str = "2"
     memory: str = "4Gi"
     backoff_limit: int = 3
@@ -73,6 +85,10 @@ def manifests(spec: JobSpec) -> list[dict[str, Any]]:
     """Return [ConfigMap, Job] for `kubectl create -f`; the config is validated first."""
     # A bad config or hyperparameter fails here, not minutes later in the cluster.
     validate(load_config(spec.config, spec.overrides).model)
+    if spec.pull_policy not in PULL_POLICIES:
+        raise ConfigError(
+            f"invalid image pull policy {spec.pull_policy!r}: one of {', '.join(PULL_POLICIES)}"
+        )
     name = job_name(spec)
     text = spec.config.read_text()
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -151,7 +167,7 @@ def pod_spec(spec: JobSpec, name: str, args: list[str]) -> dict[str, Any]:
             {
                 "name": CONTAINER,
                 "image": spec.image,
-                "imagePullPolicy": "Always",
+                "imagePullPolicy": spec.pull_policy,
                 "args": args,
                 "envFrom": [{"configMapRef": {"name": "lakeserve-config"}}],
                 "env": [
@@ -230,48 +246,62 @@ class Submitter:
         self.core: Any = client.CoreV1Api()
 
     def create(self, objects: list[dict[str, Any]]) -> str:
-        """Create the Job, then its ConfigMap owned by the Job (deleted with it)."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
+        """Create the Job, then its ConfigMap owned by the Job (deleted with it).
 
+        If the ConfigMap cannot be created the Job is deleted again, so a failed submission
+        leaves nothing behind.
+        """
         config_map, job = objects
-        try:
+        with _api_errors("Kubernetes refused the Job"):
             created = self.batch.create_namespaced_job(self.namespace, job)
-            config_map["metadata"]["ownerReferences"] = [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "name": created.metadata.name,
-                    "uid": created.metadata.uid,
-                }
-            ]
-            self.core.create_namespaced_config_map(self.namespace, config_map)
-        except ApiException as exc:
-            raise Upstream(
-                f"Kubernetes refused the Job: {exc.status} {exc.reason}: {exc.body}"
-            ) from exc
-        except HTTPError as exc:
-            raise Upstream(f"Kubernetes API unreachable: {exc}") from exc
-        return str(created.metadata.name)
+        name = str(created.metadata.name)
+        config_map["metadata"]["ownerReferences"] = [
+            {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": created.metadata.uid}
+        ]
+        try:
+            with _api_errors("Kubernetes refused the Job's ConfigMap"):
+                self.core.create_namespaced_config_map(self.namespace, config_map)
+        except Upstream as exc:
+            try:
+                with _api_errors("could not delete it"):
+                    self.batch.delete_namespaced_job(
+                        name, self.namespace, propagation_policy="Background"
+                    )
+            except Upstream as cleanup:
+                raise Upstream(f"{exc}; Job {name} is left behind, {cleanup}") from exc
+            raise Upstream(f"{exc}; Job {name} deleted again") from exc
+        return name
 
-    def follow(self, name: str, emit: Callable[[str], None]) -> int:
-        """Stream the pods' logs until the Job ends; return the last pod's exit code (0 ok)."""
+    def follow(
+        self, name: str, emit: Callable[[str], None], clock: Callable[[], float] = time.monotonic
+    ) -> int:
+        """Stream the pods' logs until the Job ends; return the last pod's exit code (0 ok).
+
+        Raises WorkloadStuck when a pod waits for a reason that does not go away by itself
+        (see STUCK_AFTER_S): watching on would only end at the Job's deadline.
+        """
         seen: set[str] = set()
+        waiting_since: dict[tuple[str, str], float] = {}
         while True:
-            job = self.batch.read_namespaced_job_status(name, self.namespace)
-            pods = self.core.list_namespaced_pod(
-                self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
-            ).items
+            with _api_errors("Kubernetes API error while following the Job"):
+                job = self.batch.read_namespaced_job_status(name, self.namespace)
+                pods = self.core.list_namespaced_pod(
+                    self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
+                ).items
             for pod in sorted(pods, key=lambda p: p.metadata.creation_timestamp):
-                if pod.metadata.name in seen or pod.status.phase in ("Pending", None):
+                if pod.status.phase in ("Pending", None):
+                    self._check_waiting(name, pod, waiting_since, clock())
+                    continue
+                if pod.metadata.name in seen:
                     continue
                 seen.add(pod.metadata.name)
                 emit(f"--- pod {pod.metadata.name}")
-                stream = self.core.read_namespaced_pod_log(
-                    pod.metadata.name, self.namespace, follow=True, _preload_content=False
-                )
-                for line in stream.stream():
-                    emit(line.decode(errors="replace").rstrip("\n"))
+                with _api_errors("Kubernetes API error while streaming logs"):
+                    stream = self.core.read_namespaced_pod_log(
+                        pod.metadata.name, self.namespace, follow=True, _preload_content=False
+                    )
+                    for line in stream.stream():
+                        emit(line.decode(errors="replace").rstrip("\n"))
             conditions = {c.type: c for c in job.status.conditions or [] if c.status == "True"}
             if "Complete" in conditions:
                 return 0
@@ -279,6 +309,35 @@ class Submitter:
                 emit(f"Job failed: {conditions['Failed'].reason}: {conditions['Failed'].message}")
                 return _exit_code(pods) or 1
             time.sleep(POLL_S)
+
+    def _check_waiting(
+        self, job: str, pod: Any, since: dict[tuple[str, str], float], now: float
+    ) -> None:
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is None or waiting.reason not in STUCK_AFTER_S:
+                continue
+            reason = waiting.reason
+            first = since.setdefault((pod.metadata.name, reason), now)
+            if now - first >= STUCK_AFTER_S[reason]:
+                raise WorkloadStuck(
+                    f"pod {pod.metadata.name} cannot start: {reason}: {waiting.message or ''}"
+                    f"; the Job is left as it is (kubectl -n {self.namespace} delete job {job})"
+                )
+
+
+@contextmanager
+def _api_errors(what: str) -> Iterator[None]:
+    """Turn the client's API and transport errors into Upstream (exit 5) with `what` first."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as exc:
+        raise Upstream(f"{what}: {exc.status} {exc.reason}: {exc.body}") from exc
+    except HTTPError as exc:
+        raise Upstream(f"{what}: Kubernetes API unreachable: {exc}") from exc
 
 
 def _exit_code(pods: list[Any]) -> int | None:

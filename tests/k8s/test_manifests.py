@@ -196,6 +196,33 @@ def test_prod_is_highly_available_and_autoscaled() -> None:
     assert 2 <= workers["minReplicas"] < workers["maxReplicas"]
 
 
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_autoscaled_deployments_leave_replicas_to_the_hpa(target: str) -> None:
+    objects = render(TARGETS[target])
+    scaled = {
+        (o["metadata"]["namespace"], o["spec"]["scaleTargetRef"]["name"])
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled, "no HPA rendered"
+    for obj in objects:
+        key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if obj["kind"] == "Deployment" and key in scaled:
+            assert "replicas" not in obj["spec"], f"{key}: an apply would reset the HPA's count"
+
+
+def cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_dev_fits_a_laptop() -> None:
+    for obj in render(TARGETS["dev"]):
+        for _, container in containers(obj):
+            requests = container["resources"]["requests"]
+            assert cpus(requests["cpu"]) <= 1, (obj["kind"], obj["metadata"]["name"], requests)
+
+
 def assert_checkov_clean(*args: str) -> None:
     """Run checkov; fail listing every failed check, or when it checked nothing at all."""
     report = checkov(*args)

@@ -102,11 +102,16 @@ def test_sweep_entries_become_overrides(tmp_path: Path) -> None:
 class FakeKube(ThreadingHTTPServer):
     """Kubernetes REST paths for jobs, configmaps, pods and logs; the Job ends as scripted."""
 
-    def __init__(self, port: int, outcome: str, exit_code: int = 0) -> None:
+    def __init__(
+        self, port: int, outcome: str, exit_code: int = 0, waiting: str | None = None
+    ) -> None:
         super().__init__(("127.0.0.1", port), _KubeHandler)
         self.created: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
         self.outcome = outcome
         self.exit_code = exit_code
+        self.waiting = waiting  # a Pending pod's container waits for this reason
+        self.refuse_config_maps = False
         self.polls = 0
 
 
@@ -119,16 +124,23 @@ class _KubeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         kind = body["kind"]
+        if kind == "ConfigMap" and self.server.refuse_config_maps:
+            self._json(403, {"kind": "Status", "message": "configmaps is forbidden"})
+            return
         body["metadata"]["uid"] = f"uid-{kind.lower()}"
         self.server.created[kind] = body
         self._json(201, body)
+
+    def do_DELETE(self) -> None:
+        self.server.deleted.append(urlparse(self.path).path)
+        self._json(200, {"kind": "Status", "status": "Success"})
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
         name = self.server.created["Job"]["metadata"]["name"]
         if url.path.endswith("/status"):
             self.server.polls += 1
-            done = self.server.polls > 1
+            done = self.server.polls > 1 and self.server.outcome != "running"
             condition = "Complete" if self.server.outcome == "ok" else "Failed"
             conditions = [{"type": condition, "status": "True", "reason": "BackoffLimitExceeded",
                            "message": "failed"}] if done else []  # fmt: skip
@@ -141,9 +153,13 @@ class _KubeHandler(BaseHTTPRequestHandler):
             self.wfile.write(b'training...\n{"version": "7"}\n')
         elif url.path.endswith("/pods"):
             assert parse_qs(url.query)["labelSelector"] == [f"batch.kubernetes.io/job-name={name}"]
-            state = {"terminated": {"exitCode": self.server.exit_code}}
+            state: dict[str, Any] = {"terminated": {"exitCode": self.server.exit_code}}
+            phase = "Running"
+            if self.server.waiting:
+                state = {"waiting": {"reason": self.server.waiting, "message": "not found"}}
+                phase = "Pending"
             pod = {"metadata": {"name": f"{name}-abc", "creationTimestamp": "2026-11-24T00:00:00Z"},
-                   "status": {"phase": "Running",
+                   "status": {"phase": phase,
                               "containerStatuses": [{"name": "train", "state": state, "image": "i",
                                                      "imageID": "", "ready": False,
                                                      "restartCount": 0}]}}  # fmt: skip
@@ -161,9 +177,9 @@ class _KubeHandler(BaseHTTPRequestHandler):
 
 
 def kube(
-    tmp_path: Path, outcome: str, exit_code: int = 0
+    tmp_path: Path, outcome: str, exit_code: int = 0, waiting: str | None = None
 ) -> Iterator[tuple[FakeKube, dict[str, str]]]:
-    server = FakeKube(free_port(), outcome, exit_code)
+    server = FakeKube(free_port(), outcome, exit_code, waiting)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = {
         "apiVersion": "v1",
@@ -202,6 +218,50 @@ def test_watch_returns_the_training_exit_code(tmp_path: Path) -> None:
         result = spawn("train", "submit", "--config", str(HGB), "--name", "t2", "--watch", env=env)
         assert result.code == 3
         assert "Job failed: BackoffLimitExceeded" in result.out
+
+
+def test_watch_stops_with_exit_6_when_the_image_cannot_be_pulled(tmp_path: Path) -> None:
+    for _, env in kube(tmp_path, "running", waiting="ImagePullBackOff"):
+        result = spawn("train", "submit", "--config", str(HGB), "--name", "t3", "--watch", env=env)
+        assert result.code == 6, result.err
+        assert "pod t3-abc cannot start: ImagePullBackOff" in result.err
+        assert "kubectl -n lakeserve-jobs delete job t3" in result.err
+
+
+def test_a_missing_secret_key_gets_a_grace_period_before_giving_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lakehouse.errors import WorkloadStuck
+    from training import submit
+
+    monkeypatch.setattr(submit, "POLL_S", 0.01)
+    times = iter(range(0, 3600, 20))  # every poll is 20 s later
+    for server, env in kube(tmp_path, "running", waiting="CreateContainerConfigError"):
+        monkeypatch.setenv("KUBECONFIG", env["KUBECONFIG"])
+        server.created["Job"] = {"metadata": {"name": "t4"}}
+        submitter = submit.Submitter("lakeserve-jobs")
+        with pytest.raises(WorkloadStuck, match="CreateContainerConfigError: not found"):
+            submitter.follow("t4", print, clock=lambda: float(next(times)))
+        # 0, 20, 40 s are within the minute of grace; 60 s is not.
+        assert server.polls == 4
+
+
+def test_a_refused_config_map_deletes_its_job_again(tmp_path: Path) -> None:
+    for server, env in kube(tmp_path, "ok"):
+        server.refuse_config_maps = True
+        result = spawn("train", "submit", "--config", str(HGB), "--name", "t5", env=env)
+        assert result.code == 5
+        assert "refused the Job's ConfigMap: 403" in result.err
+        assert "Job t5 deleted again" in result.err
+        assert server.deleted == ["/apis/batch/v1/namespaces/lakeserve-jobs/jobs/t5"]
+
+
+def test_image_pull_policy_is_an_option_and_checked() -> None:
+    _, job = yaml.safe_load_all(dry_run("--image-pull-policy", "IfNotPresent").out)
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    result = dry_run("--image-pull-policy", "Sometimes")
+    assert result.code == 2 and "invalid image pull policy 'Sometimes'" in result.err
 
 
 def test_every_sweep_entry_is_a_valid_config(tmp_path: Path) -> None:
