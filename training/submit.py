@@ -262,15 +262,19 @@ class Submitter:
             with _api_errors("Kubernetes refused the Job's ConfigMap"):
                 self.core.create_namespaced_config_map(self.namespace, config_map)
         except Upstream as exc:
-            try:
-                with _api_errors("could not delete it"):
-                    self.batch.delete_namespaced_job(
-                        name, self.namespace, propagation_policy="Background"
-                    )
-            except Upstream as cleanup:
-                raise Upstream(f"{exc}; Job {name} is left behind, {cleanup}") from exc
-            raise Upstream(f"{exc}; Job {name} deleted again") from exc
+            raise Upstream(f"{exc}; {self._delete(name)}") from exc
         return name
+
+    def _delete(self, name: str) -> str:
+        """Delete Job NAME (its pods with it); return what happened, for the error message."""
+        try:
+            with _api_errors("could not delete it"):
+                self.batch.delete_namespaced_job(
+                    name, self.namespace, propagation_policy="Background"
+                )
+        except Upstream as exc:
+            return f"Job {name} is left behind, {exc}"
+        return f"Job {name} deleted again"
 
     def follow(
         self, name: str, emit: Callable[[str], None], clock: Callable[[], float] = time.monotonic

@@ -12,11 +12,10 @@ import yaml
 
 from tests.cli import BIN, spawn
 from tests.k8s import validate
-from tests.k8s.validate import ROOT, checkov, errors, render, write_objects
+from tests.k8s.validate import K8S, ROOT, checkov, errors, render, write_objects
 
 pytestmark = pytest.mark.integration
 
-K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
 KUSTOMIZATIONS = validate.kustomizations()
 OVERLAYS = sorted(name for name in KUSTOMIZATIONS if name != "base")

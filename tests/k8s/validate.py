@@ -69,17 +69,22 @@ def kubectl() -> Path:
 
 
 def render(path: Path) -> list[dict[str, Any]]:
-    """Return the objects of `kubectl kustomize PATH`, or of PATH itself when it is a file."""
-    if path.is_file():
-        text = path.read_text()
-    else:
-        done = subprocess.run(
-            [str(kubectl()), "kustomize", str(path)], capture_output=True, text=True, timeout=120
-        )
-        if done.returncode != 0:
-            raise CheckError(f"kubectl kustomize {path} failed:\n{done.stderr}")
-        text = done.stdout
+    """Return the objects of `kubectl kustomize PATH`, or of PATH itself when it is a file.
+
+    Each call returns new objects (callers may change them); kubectl runs once per directory.
+    """
+    text = path.read_text() if path.is_file() else _kustomize(path)
     return [obj for obj in yaml.load_all(text, Loader=Loader) if obj]
+
+
+@functools.cache
+def _kustomize(path: Path) -> str:
+    done = subprocess.run(
+        [str(kubectl()), "kustomize", str(path)], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise CheckError(f"kubectl kustomize {path} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def name_of(obj: dict[str, Any]) -> str:
