@@ -38,6 +38,8 @@ RUN python -m venv /opt/venv \
 
 # Then the code, installed as a regular (non-editable) package without touching the dependencies.
 COPY README.md ./
+COPY lakeserve/ lakeserve/
+COPY kernel/ kernel/
 COPY lakehouse/ lakehouse/
 COPY training/ training/
 COPY serving/ serving/

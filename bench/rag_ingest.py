@@ -25,8 +25,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lakehouse.config import LakehouseSettings, RaySettings
-from lakehouse.logs import LogSettings, configure_logging
+from kernel.logs import LogSettings, configure_logging
+from kernel.settings import RaySettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse, TableRef
 from rag.chunking import chunk_document
 from rag.ingest import ColumnMapping, ingest

@@ -1,4 +1,4 @@
-"""The `lakeserve` command: `lake` subcommands here, workloads mounted from their packages."""
+"""`lakeserve lake`: build and inspect the Delta lakehouse (bronze -> silver -> gold)."""
 
 from __future__ import annotations
 
@@ -16,35 +16,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lakehouse.config import LakehouseSettings
-from lakehouse.console import err, main_for, out
+from kernel.console import err, out
 from lakehouse.docs.pipeline import seed_docs
 from lakehouse.seed import seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
-from rag.chat.cli import chat_command
-from rag.cli import app as rag_app
-from serving.cli import serve_command
-from training.cli import app as train_app
 
 app = typer.Typer(
-    name="lakeserve",
-    help="Lakeserve: Delta lakehouse, MLflow training, model serving and RAG on Ray Serve.",
+    help="Build and inspect the Delta lakehouse (bronze -> silver -> gold).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-lake_app = typer.Typer(
-    help="Build and inspect the Delta lakehouse (bronze -> silver -> gold).",
-    no_args_is_help=True,
-)
-app.add_typer(lake_app, name="lake")
-app.add_typer(train_app, name="train")
-app.add_typer(rag_app, name="rag")
-app.command("serve")(serve_command)
-app.command("chat")(chat_command)
 
 
-@lake_app.command("seed")
+@app.command("seed")
 def seed(
     scale: Annotated[
         int, typer.Option(help="Rows in the raw feed (bronze), 1,000 to 50,000,000.")
@@ -93,7 +79,7 @@ def seed(
             out.print(f"[dim]{result.table} rejected: {dropped}[/dim]")
 
 
-@lake_app.command("show")
+@app.command("show")
 def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     schema: Annotated[bool, typer.Option(help="Also print each table's schema.")] = False,
@@ -129,8 +115,3 @@ def show(
             out.print(f"\n[bold]{info['table']}[/bold]")
             for name, type_ in info["schema"].items():
                 out.print(f"  {name}: {type_}")
-
-
-def main() -> None:
-    """Run the `lakeserve` console script."""
-    main_for(app, "lakeserve")

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from lakehouse.tables import Lakehouse, TableRef
 from lakehouse.trips import clean, features, generate
 

@@ -14,8 +14,8 @@ import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from lakehouse.config import LakehouseSettings
-from lakehouse.errors import ConfigError, DataError
+from kernel.errors import ConfigError, DataError
+from lakehouse.settings import LakehouseSettings
 
 LAYERS = ("bronze", "silver", "gold")
 METADATA_PREFIX = "lakeserve."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -13,8 +13,9 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from lakehouse.errors import RequestError, Upstream
+from kernel.errors import RequestError, Upstream
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
+from rag.schemas import Citation
 
 NOT_FOUND = "I could not find this in the documents."
 SNIPPET_CHARS = 300
@@ -49,17 +50,6 @@ REWRITE_PROMPT = ChatPromptTemplate.from_messages(
 
 
 @dataclass
-class Citation:
-    """A source the answer was given: document, title, the matching passage and its score."""
-
-    number: int
-    doc_id: str
-    title: str
-    snippet: str
-    score: float
-
-
-@dataclass
 class Prepared:
     """Everything known before generation starts."""
 
@@ -82,7 +72,8 @@ class Answer:
     usage: dict[str, int]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Return the answer as plain JSON-able values."""
+        return {**vars(self), "citations": [c.model_dump() for c in self.citations]}
 
 
 def citation(number: int, hit: Hit) -> Citation:
@@ -92,7 +83,9 @@ def citation(number: int, hit: Hit) -> Citation:
     if text.startswith(title):
         text = text[len(title) :].lstrip()
     snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + "..."
-    return Citation(number, hit.doc_id, title, snippet, round(hit.score, 6))
+    return Citation(
+        number=number, doc_id=hit.doc_id, title=title, snippet=snippet, score=round(hit.score, 6)
+    )
 
 
 def _sources(hits: Sequence[Hit]) -> str:

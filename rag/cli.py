@@ -18,9 +18,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lakehouse.config import LakehouseSettings, RaySettings, TrackingSettings
-from lakehouse.console import err, out
-from lakehouse.errors import ConfigError
+from kernel.console import err, out
+from kernel.errors import ConfigError
+from kernel.settings import RaySettings, TrackingSettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse, TableRef
 from rag.settings import RagSettings
 
@@ -69,10 +70,7 @@ def ingest_command(
 
     if executor not in ("ray", "local"):
         raise ConfigError(f"--executor must be 'ray' or 'local', got {executor!r}")
-    try:
-        ref = TableRef.parse(table)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    ref = TableRef.parse(table)
     mapping = ColumnMapping(
         id=id_column,
         text=_names(text_columns),
@@ -162,11 +160,11 @@ def _log_eval(
 ) -> None:
     import mlflow
 
-    from training.tracking import Tracker
+    from kernel.tracking import TrackingStore
 
-    tracker = Tracker(TrackingSettings())
-    tracker.connect()
-    experiment = tracker.experiment("rag-eval")
+    store = TrackingStore(TrackingSettings())
+    store.connect()
+    experiment = store.experiment("rag-eval")
     with mlflow.start_run(experiment_id=experiment, run_name=run_name):
         mlflow.log_params(
             {

@@ -9,7 +9,7 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from rag.settings import DEFAULT_EMBEDDING
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lakehouse.errors import DataError
-from rag.retrieval import MODES, Retriever
+from kernel.errors import DataError
+from rag.retrieval import MODES, HybridRetriever
 
 CUTOFFS = (1, 5, 10)
 DEPTH = 10
@@ -82,7 +82,7 @@ def score(rankings: Sequence[Sequence[str]], questions: Sequence[Question]) -> d
 
 
 def evaluate(
-    retriever: Retriever,
+    retriever: HybridRetriever,
     questions: Sequence[Question],
     on_question: Callable[[], None] | None = None,
 ) -> dict[str, dict[str, float]]:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import structlog
 
-from lakehouse.config import RaySettings
-from lakehouse.errors import DataError
+from kernel.cluster import ray_session
+from kernel.errors import DataError
+from kernel.settings import RaySettings
 from lakehouse.tables import Lakehouse, TableRef
 from rag.chunking import Chunk
 from rag.plan import SourceDoc, chunk_fingerprint, plan_sync
@@ -61,7 +60,6 @@ class IngestSummary:
     seconds: float = 0.0
     chunks_per_s: float = 0.0
     executor: str = "ray"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
@@ -150,7 +148,7 @@ def ingest(
         unchanged=plan.unchanged,
         executor=executor,
     )
-    log.info("ingest plan", **{k: v for k, v in summary.as_dict().items() if k != "extra"})
+    log.info("ingest plan", **summary.as_dict())
     if on_plan:
         on_plan(len(plan.write))
     if plan.delete:
@@ -232,24 +230,3 @@ def _embed_with_ray(
         )
         for batch in dataset.iter_batches(batch_size=write_batch, batch_format="numpy"):
             yield [str(i) for i in batch["id"]], np.asarray(batch["embedding"])
-
-
-@contextmanager
-def ray_session(settings: RaySettings) -> Iterator[None]:
-    """Use the running Ray, join LAKESERVE_RAY_ADDRESS, or start a local Ray for the run."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # Local runs need no cluster auth token (Ray's processes read it from their environment).
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False)
-    else:
-        settings.ray_tmpdir.mkdir(parents=True, exist_ok=True)
-        ray.init(include_dashboard=False, _temp_dir=str(settings.ray_tmpdir), log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import PrivateAttr
 
-from lakehouse.errors import ConfigError, InvalidInput
+from kernel.errors import ConfigError, InvalidInput
 from rag.settings import LOCAL_LLM, RagSettings
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}

@@ -6,13 +6,13 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
 from langchain_core.embeddings import Embeddings
 
-from lakehouse.errors import InvalidInput
+from kernel.errors import InvalidInput
 from rag.store import DOC_ID, Index, StoredChunk
 
 log = structlog.get_logger(__name__)
@@ -136,7 +136,24 @@ class KeywordIndex:
         return [(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
 
 
-class Retriever:
+class Retriever(Protocol):
+    """What the chain and the service need from retrieval."""
+
+    @property
+    def size(self) -> int:
+        """Return the number of chunks searchable now."""
+        ...
+
+    def refresh(self) -> bool:
+        """Pick up what ingestion changed; return True if anything did."""
+        ...
+
+    def search(self, query: str, k: int, filters: Filters | None = None) -> Retrieval:
+        """Return the `k` best documents for a query."""
+        ...
+
+
+class HybridRetriever:
     """Vector, keyword and hybrid search over one index."""
 
     def __init__(

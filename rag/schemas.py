@@ -48,7 +48,7 @@ class QueryRequest(BaseModel):
         return value.strip()
 
 
-class CitationModel(BaseModel):
+class Citation(BaseModel):
     """A source given to the LLM, numbered as in the answer's [n] markers."""
 
     number: int
@@ -64,7 +64,7 @@ class QueryResponse(BaseModel):
     answer: str
     found: bool
     query: str = Field(description="The standalone question used for retrieval.")
-    citations: list[CitationModel]
+    citations: list[Citation]
     timings: dict[str, float] = Field(description="Milliseconds per stage.")
 
 
@@ -169,7 +169,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    citations: list[CitationModel]
+    citations: list[Citation]
 
 
 class Delta(BaseModel):
@@ -191,7 +191,7 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    citations: list[CitationModel] | None = None
+    citations: list[Citation] | None = None
     found: bool | None = Field(
         default=None, description="On the first chunk: False when nothing relevant was found."
     )

@@ -1,4 +1,4 @@
-"""The RAG service: answers queries and chat completions; transport-neutral (dicts in and out)."""
+"""The RAG service: answers queries and chat completions; implements `rag.api.RagApi` in process."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import structlog
 
-from lakehouse.errors import LakeserveError, NotFound, NotReady
+from kernel.errors import LakeserveError, NotFound, NotReady
 from rag.chain import Answer, Prepared, RagChain, history_messages
 from rag.llm import chat_model
-from rag.retrieval import Retriever
+from rag.retrieval import HybridRetriever
 from rag.schemas import (
     RAG_MODEL,
     ChatCompletion,
@@ -21,7 +21,6 @@ from rag.schemas import (
     ChatCompletionRequest,
     Choice,
     ChunkChoice,
-    CitationModel,
     Delta,
     ModelCard,
     ModelList,
@@ -30,7 +29,6 @@ from rag.schemas import (
     RagHealth,
     ResponseMessage,
     Usage,
-    dump,
 )
 from rag.settings import RagSettings
 from rag.store import Index
@@ -38,12 +36,12 @@ from rag.store import Index
 log = structlog.get_logger(__name__)
 
 
-def open_retriever(settings: RagSettings) -> Retriever:
+def open_retriever(settings: RagSettings) -> HybridRetriever:
     """Open the index and load the keyword index (raises ConfigError when not ingested)."""
     from rag.embeddings import LocalEmbeddings
 
     index = Index.open(settings)
-    retriever = Retriever(
+    retriever = HybridRetriever(
         index,
         LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size),
         candidates=settings.rag_candidates,
@@ -110,35 +108,30 @@ class RagService:
             raise NotReady(f"RAG is not ready: {reason}")
         return self.chain
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> RagHealth:
         """Return readiness and what is served."""
         chunks = self.chain.retriever.size if self.chain else 0
-        return dump(
-            RagHealth(
-                ready=self.chain is not None and chunks > 0,
-                collection=self.settings.rag_collection,
-                chunks=chunks,
-                llm=self.settings.llm_model,
-                detail=self.detail if self.chain is None or not chunks else None,
-            )
+        return RagHealth(
+            ready=self.chain is not None and chunks > 0,
+            collection=self.settings.rag_collection,
+            chunks=chunks,
+            llm=self.settings.llm_model,
+            detail=self.detail if self.chain is None or not chunks else None,
         )
 
-    def models(self) -> dict[str, Any]:
+    async def models(self) -> ModelList:
         """Return the OpenAI model list."""
-        return dump(ModelList(data=[ModelCard(id=RAG_MODEL, created=self.created)]))
+        return ModelList(data=[ModelCard(id=RAG_MODEL, created=self.created)])
 
-    async def query(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def query(self, request: QueryRequest) -> QueryResponse:
         """Answer POST /rag/query."""
-        request = QueryRequest.model_validate(payload)
         answer = await self._answer(request)
-        return dump(
-            QueryResponse(
-                answer=answer.answer,
-                found=answer.found,
-                query=answer.query,
-                citations=[CitationModel(**vars(c)) for c in answer.citations],
-                timings=answer.timings,
-            )
+        return QueryResponse(
+            answer=answer.answer,
+            found=answer.found,
+            query=answer.query,
+            citations=answer.citations,
+            timings=answer.timings,
         )
 
     async def _answer(
@@ -153,46 +146,43 @@ class RagService:
             request.question, history, request.k, request.filters, max_tokens, temperature
         )
 
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
         """Answer a non-streamed chat completion."""
-        request = _chat_request(payload)
+        _check_model(request)
         answer = await self._answer(request.as_query(), request.limit(), request.temperature)
-        usage = answer.usage
-        return dump(
-            ChatCompletion(
-                id=f"chatcmpl-{uuid.uuid4().hex}",
-                created=int(time.time()),
-                model=RAG_MODEL,
-                choices=[Choice(message=ResponseMessage(content=answer.answer))],
-                usage=_usage(usage),
-                citations=[CitationModel(**vars(c)) for c in answer.citations],
-            )
+        return ChatCompletion(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=RAG_MODEL,
+            choices=[Choice(message=ResponseMessage(content=answer.answer))],
+            usage=_usage(answer.usage),
+            citations=answer.citations,
         )
 
-    async def chat_stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def chat_stream(
+        self, request: ChatCompletionRequest
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield chat.completion.chunk objects: citations first, then tokens, then the finish."""
-        request = _chat_request(payload)
+        _check_model(request)
         query = request.as_query()
         chain = self._ready_chain()
         history = history_messages([(t.role, t.content) for t in query.history])
         prepared: Prepared = await chain.prepare(query.question, history, query.k, query.filters)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
-        def chunk(delta: Delta, **extra: Any) -> dict[str, Any]:
+        def chunk(delta: Delta, **extra: Any) -> ChatCompletionChunk:
             finish = extra.pop("finish_reason", None)
-            return dump(
-                ChatCompletionChunk(
-                    id=ident,
-                    created=created,
-                    model=RAG_MODEL,
-                    choices=[ChunkChoice(delta=delta, finish_reason=finish)],
-                    **extra,
-                )
+            return ChatCompletionChunk(
+                id=ident,
+                created=created,
+                model=RAG_MODEL,
+                choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+                **extra,
             )
 
         yield chunk(
             Delta(role="assistant", content=""),
-            citations=[CitationModel(**vars(c)) for c in prepared.citations],
+            citations=prepared.citations,
             found=prepared.retrieval.found,
         )
         usage: dict[str, int] = {}
@@ -204,11 +194,9 @@ class RagService:
         yield chunk(Delta(), finish_reason="stop", usage=_usage(usage))
 
 
-def _chat_request(payload: dict[str, Any]) -> ChatCompletionRequest:
-    request = ChatCompletionRequest.model_validate(payload)
+def _check_model(request: ChatCompletionRequest) -> None:
     if request.model != RAG_MODEL:
         raise NotFound(f"model {request.model!r} does not exist; this server has {RAG_MODEL!r}")
-    return request
 
 
 def _usage(usage: dict[str, int]) -> Usage:

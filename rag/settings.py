@@ -6,18 +6,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernel.settings import Settings
 
 LOCAL_LLM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING = "all-MiniLM-L6-v2"
 
 
-class RagSettings(BaseSettings):
+class RagSettings(Settings):
     """Where the index lives, how text is chunked and embedded, and which LLM answers."""
 
-    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
-
-    home: Path = Field(default=Path(".lakeserve"), description="Root of the embedded defaults.")
     chroma_url: str | None = Field(
         default=None,
         description="Chroma server URL (http://host:port). Unset: embedded Chroma under home.",

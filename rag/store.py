@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import structlog
 
-from lakehouse.errors import ConfigError, Upstream
+from kernel.errors import ConfigError, Upstream
 from rag.plan import IndexedDoc
 from rag.settings import RagSettings
 

@@ -1,6 +1,7 @@
-"""Model serving: registered MLflow models over Open Inference Protocol v2 and MLflow routes.
+"""Model serving: registered MLflow models hosted in process, following their aliases.
 
-Model code here is transport-neutral (it raises lakehouse.errors request errors); the FastAPI app
-in `serving.app` is the one place that turns them into HTTP responses, and `serving.deployment`
-hosts that app on Ray Serve.
+Transport-neutral: the host, the registry, the signature check and the v2 / MLflow body codecs
+raise `kernel.errors` request errors. `lakeserve.api` turns them into HTTP responses and
+`lakeserve.deployment` hosts that app on Ray Serve; `lakeserve serve` (serving.cli) runs the
+Serve config.
 """

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from lakehouse.console import err, out
+from kernel.console import err, out
 from serving.settings import ServingSettings
 
 
@@ -71,7 +71,7 @@ def serve_command(
 
 def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:
     """Send one v2 request built from the model's metadata and a gold row; print the answer."""
-    from lakehouse.errors import LakeserveError
+    from kernel.errors import LakeserveError
 
     headers = {"Authorization": f"Bearer {settings.keys()[0]}"} if settings.keys() else {}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
@@ -100,7 +100,7 @@ def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:
 
 
 def _sample_row(columns: list[str]) -> dict[str, Any]:
-    from lakehouse.config import LakehouseSettings
+    from lakehouse.settings import LakehouseSettings
     from lakehouse.tables import Lakehouse, TableRef
 
     lake = Lakehouse(LakehouseSettings())

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import BaseModel, Field
 from ray import serve
 
-from lakehouse.errors import NotFound
+from kernel.errors import NotFound
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, Registry
 from serving.options import ModelSpec, ServingOptions
@@ -20,6 +21,16 @@ from serving.options import ModelSpec, ServingOptions
 log = structlog.get_logger(__name__)
 Prediction = tuple[np.ndarray, str]
 Rows = dict[str, np.ndarray]  # one request's columns, checked against the signature
+
+
+class HostedModel(BaseModel):
+    """A hosted model: the alias it follows and the version it serves."""
+
+    name: str
+    alias: str
+    version: str | None = Field(description="Version served now; null until loaded.")
+    ready: bool
+    last_error: str | None = Field(description="Last failure to check or load the alias.")
 
 
 class ModelSlot:
@@ -43,6 +54,16 @@ class ModelSlot:
     def ready(self) -> bool:
         """Return True once a version is loaded."""
         return self.current is not None
+
+    def describe(self) -> HostedModel:
+        """Say what this slot follows and serves."""
+        return HostedModel(
+            name=self.spec.name,
+            alias=self.spec.alias,
+            version=self.current.version if self.current else None,
+            ready=self.ready,
+            last_error=self.last_error,
+        )
 
     async def predict(self, model: LoadedModel, rows: Rows) -> Prediction:
         """Queue rows checked against `model`; return predictions made by that same version."""

@@ -4,9 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from lakehouse.errors import MalformedRequest
+from pydantic import BaseModel, ConfigDict, Field
+
+from kernel.errors import MalformedRequest
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+Record = dict[str, Any]
+
+
+class DataframeSplit(BaseModel):
+    """Column names and rows of values, as pandas' `to_dict(orient="split")` gives them."""
+
+    columns: list[str] = Field(examples=[["trip_distance", "rate_code"]])
+    data: list[list[Any]] = Field(examples=[[[3.2, "Standard"]]])
+
+
+class InvocationRequest(BaseModel):
+    """An MLflow `/invocations` body: exactly one of the four formats, optionally `params`.
+
+    Documents what POST /predict accepts; the route decodes the body itself (so every format
+    problem gets the same message as in MLflow's scoring server).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"oneOf": [{"required": [name]} for name in FORMATS]},
+    )
+
+    dataframe_split: DataframeSplit | None = None
+    dataframe_records: list[Record] | None = Field(default=None, description="One object per row.")
+    instances: list[Record] | dict[str, Any] | None = Field(
+        default=None, description="Rows as objects, or column name -> values."
+    )
+    inputs: list[Record] | dict[str, Any] | None = Field(
+        default=None, description="Rows as objects, or column name -> values."
+    )
+    params: dict[str, Any] | None = Field(default=None, description="Accepted and ignored.")
+
+
+class Predictions(BaseModel):
+    """MLflow scoring server response, plus the version that answered."""
+
+    predictions: list[float | None]
+    model_version: str
 
 
 def columns_from_invocation(body: Any) -> dict[str, list[Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,19 @@ class LoadedModel:
         return np.asarray(self.predictor.predict(frame)).reshape(len(frame), -1)[:, 0]
 
 
-class Registry:
+class Registry(Protocol):
+    """Where the host finds the version behind an alias and loads it."""
+
+    def version_of(self, name: str, alias: str) -> str:
+        """Return the version number that `alias` points at."""
+        ...
+
+    def load(self, name: str, version: str) -> LoadedModel:
+        """Load a version with its input signature."""
+        ...
+
+
+class MlflowRegistry:
     """Reads aliases and loads versions from an MLflow model registry."""
 
     def __init__(self, tracking_uri: str) -> None:

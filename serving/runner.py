@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import structlog
 
-from lakehouse.errors import ConfigError, LakeserveError
+from kernel.cluster import init_ray
+from kernel.errors import ConfigError, LakeserveError
 from serving.settings import ServingSettings
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,6 @@ def _free_port() -> int:
 
 def start(settings: ServingSettings) -> dict[str, Any]:
     """Start (or join) Ray, start Serve and submit the config; return the config deployed."""
-    import ray
     from ray.serve._private import api as serve_api  # what `serve run CONFIG` uses
     from ray.serve.schema import ServeDeploySchema
 
@@ -74,16 +74,7 @@ def start(settings: ServingSettings) -> dict[str, Any]:
     for key, value in ray_environment(settings).items():
         os.environ.setdefault(key, value)
     Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).mkdir(parents=True, exist_ok=True)
-    settings.ray_tmpdir.mkdir(parents=True, exist_ok=True)
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, namespace="serve", log_to_driver=False)
-    else:
-        ray.init(
-            namespace="serve",
-            include_dashboard=False,
-            _temp_dir=str(settings.ray_tmpdir),
-            log_to_driver=False,
-        )
+    init_ray(settings, namespace="serve")
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(),
         proxy_location=schema.proxy_location,

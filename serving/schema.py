@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lakehouse.errors import InvalidInput, PayloadTooLarge
+from kernel.errors import InvalidInput, PayloadTooLarge
 
 # MLflow signature type -> (v2 datatype, numpy dtype)
 _TYPES: dict[str, tuple[str, str]] = {

@@ -7,18 +7,15 @@ from typing import Any
 
 import yaml
 from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 
-from lakehouse.config import RaySettings
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
+from kernel.settings import RaySettings
 
 DEFAULT_SERVE_CONFIG = Path(__file__).with_name("serve-config.yaml")
 
 
 class ServingSettings(RaySettings):
     """How `lakeserve serve` runs Ray Serve, and who may call the API."""
-
-    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
 
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP proxy binds.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lakehouse.errors import MalformedRequest
+from kernel.errors import MalformedRequest
 
 BINARY_HEADER = "inference-header-content-length"
 _NUMPY = {
@@ -78,6 +78,51 @@ class InferResponse(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = None
     outputs: list[TensorOut]
+
+
+class ServerMetadata(BaseModel):
+    """GET /v2: the server and the protocol extensions it supports."""
+
+    name: str = Field(examples=["lakeserve"])
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    """One input or output of a model: name, datatype and shape (-1: any number of rows)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """GET /v2/models/{name}: the version served, its inputs and outputs."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReadiness(BaseModel):
+    """Whether a model (or one version of it) is loaded and served."""
+
+    name: str
+    ready: bool
+
+
+class Liveness(BaseModel):
+    """The server process runs."""
+
+    live: bool
+
+
+class Readiness(BaseModel):
+    """Every hosted model has a loaded version."""
+
+    ready: bool
 
 
 def parse_request(body: bytes, header_length: str | None) -> tuple[InferRequest, dict[str, Any]]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.cli import app
-from lakehouse.console import run
+from kernel.console import run
+from lakeserve.cli import app
 
 BIN = Path(sys.executable).parent
 

@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from lakehouse.config import LakehouseSettings, TrackingSettings
-from lakehouse.console import err, main_for, out
+from kernel.console import err, main_for, out
+from kernel.settings import TrackingSettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 
 app = typer.Typer(
@@ -129,7 +130,7 @@ def sweep_overrides(path: Path, index: int | None) -> list[str]:
     """Return the `key=value` overrides of one entry of a sweep file."""
     import yaml
 
-    from lakehouse.errors import ConfigError
+    from kernel.errors import ConfigError
 
     if index is None:
         raise ConfigError("--sweep needs --sweep-index (or JOB_COMPLETION_INDEX)")

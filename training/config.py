@@ -8,8 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lakehouse.console import settings_error
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError, invalid_config
 from lakehouse.tables import TableRef
 
 ModelType = Literal["hist_gradient_boosting", "random_forest", "ridge"]
@@ -123,4 +122,4 @@ def load_config(
     try:
         return TrainConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {settings_error(exc).args[0]}") from exc
+        raise ConfigError(f"{path}: {invalid_config(exc).args[0]}") from exc

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import structlog
 
-from lakehouse.errors import DataError
+from kernel.errors import DataError
 from lakehouse.tables import Lakehouse, TableRef
 from training.config import DataConfig
 

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from training.config import ModelConfig
 
 ESTIMATORS: dict[str, type[RegressorMixin]] = {

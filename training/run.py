@@ -9,11 +9,12 @@ from typing import Any
 import mlflow
 import structlog
 
+from kernel.tracking import unreachable_as_error
 from lakehouse.tables import Lakehouse
 from training import data, evaluate, models
 from training.config import GREATER_IS_BETTER, TrainConfig
 from training.promotion import Decision, decide
-from training.tracking import Tracker, unreachable_as_error
+from training.tracking import Tracker
 
 log = structlog.get_logger(__name__)
 Step = Callable[[str], None]

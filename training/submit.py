@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lakehouse.errors import ConfigError, Upstream, WorkloadStuck
+from kernel.errors import ConfigError, Upstream, WorkloadStuck
 from training.config import load_config
 from training.models import validate
 

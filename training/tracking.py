@@ -1,82 +1,28 @@
-"""Everything training says to MLflow: runs, lineage, registry versions and aliases."""
+"""Everything training says to MLflow: lineage, registry versions and aliases."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import mlflow
 import pandas as pd
 import sklearn
-import structlog
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException, RestException
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from mlflow.tracking import MlflowClient
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from sklearn.pipeline import Pipeline
 
-from lakehouse.config import TrackingSettings
-from lakehouse.errors import TrackingUnavailable
+from kernel.tracking import TrackingStore
 from training.data import Dataset
 
-log = structlog.get_logger(__name__)
 
-
-class Tracker:
-    """An MLflow tracking store and model registry, checked for reachability up front."""
-
-    def __init__(self, settings: TrackingSettings) -> None:
-        self.settings = settings
-        self.uri = settings.uri
-        self._client: MlflowClient | None = None
-
-    @property
-    def client(self) -> MlflowClient:
-        """Return the client; connect() must have been called."""
-        if self._client is None:
-            raise RuntimeError("Tracker.connect() was not called")
-        return self._client
-
-    def connect(self) -> None:
-        """Check the server answers /health, then point MLflow at it."""
-        if self.settings.is_server:
-            health = f"{self.uri.rstrip('/')}/health"
-            try:
-                response = httpx.get(health, timeout=self.settings.tracking_timeout_s)
-            except httpx.HTTPError as exc:
-                raise TrackingUnavailable(
-                    f"MLflow tracking server {self.uri} is unreachable: {exc}"
-                ) from exc
-            if response.status_code != 200:
-                raise TrackingUnavailable(
-                    f"MLflow tracking server {self.uri} answered {response.status_code} on /health"
-                )
-        else:
-            self.settings.home.mkdir(parents=True, exist_ok=True)
-        # MLflow logs at INFO on its own handler (migrations, hints); ours says what matters.
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        # The cloudpickle choice is deliberate (see log_model); do not warn on every run.
-        logging.getLogger("mlflow.sklearn").setLevel(logging.ERROR)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        self._client = MlflowClient(self.uri, self.uri)
-
-    def experiment(self, name: str) -> str:
-        """Return the experiment id, creating it (with a local artifact root for sqlite)."""
-        existing = self.client.get_experiment_by_name(name)
-        if existing is not None:
-            return str(existing.experiment_id)
-        location = None
-        if not self.settings.is_server:
-            location = (self.settings.artifact_root / name).as_uri()
-        return str(self.client.create_experiment(name, artifact_location=location))
+class Tracker(TrackingStore):
+    """The tracking store with what training records: lineage, model versions, aliases."""
 
     def alias_holder(self, model_name: str, alias: str) -> ModelVersion | None:
         """Return the version holding `alias`, or None if the model or alias does not exist."""
@@ -150,18 +96,3 @@ def _integer_columns_are_deliberate() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Inferred schema contains integer")
         yield
-
-
-@contextlib.contextmanager
-def unreachable_as_error(uri: str) -> Iterator[None]:
-    """Report a tracking server that goes away mid-run as TrackingUnavailable."""
-    try:
-        yield
-    except RequestsConnectionError as exc:
-        raise TrackingUnavailable(f"lost the MLflow tracking server {uri}: {exc}") from exc
-    except RestException:
-        raise
-    except MlflowException as exc:
-        if "Max retries exceeded" in str(exc) or "Connection refused" in str(exc):
-            raise TrackingUnavailable(f"lost the MLflow tracking server {uri}: {exc}") from exc
-        raise

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 import structlog
 
-from lakehouse.errors import ConfigError, LakeserveError
+from kernel.errors import ConfigError, LakeserveError
 from lakehouse.seed import LayerResult, skipped
 from lakehouse.tables import Lakehouse, TableRef
 

@@ -15,7 +15,7 @@ from typing import Any
 import streamlit as st
 import structlog
 
-from lakehouse.logs import configure_logging
+from kernel.logs import configure_logging
 from rag.chat.client import ApiError, RagClient, Start, Token, history
 from rag.chat.metrics import METRICS, ChatMetrics
 from rag.chat.settings import ChatSettings

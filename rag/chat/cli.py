@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lakehouse.console import err
-from lakehouse.errors import ConfigError
+from kernel.console import err
+from kernel.errors import ConfigError
 from rag.chat.settings import ChatSettings
 
 APP = Path(__file__).with_name("app.py")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kernel.settings import Settings
 
 
-class ChatSettings(BaseSettings):
+class ChatSettings(Settings):
     """Where the chat page listens and which RAG API it talks to."""
-
-    model_config = SettingsConfigDict(env_prefix="LAKESERVE_", extra="ignore")
 
     chat_host: str = Field(default="127.0.0.1", description="Address the chat page binds.")
     chat_port: int = Field(default=8501, ge=1, le=65535, description="Port of the chat page.")

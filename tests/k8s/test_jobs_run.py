@@ -20,8 +20,8 @@ import mlflow
 import pytest
 import yaml
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from tests.cli import BIN
 

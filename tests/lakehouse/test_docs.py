@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.docs import extract
 from lakehouse.docs.pipeline import BRONZE, GOLD, SILVER, seed_docs
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import uuid
 import boto3
 import pytest
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import BRONZE, GOLD, seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from lakehouse.config import LakehouseSettings
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from lakehouse.seed import BRONZE, GOLD, REJECTED, SILVER, seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips import clean
 from lakehouse.trips.features import FEATURES, GOLD_SCHEMA

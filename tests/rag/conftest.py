@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.docs.pipeline import seed_docs
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from tests.cli import BIN, spawn
 from tests.conftest import free_port, start_server

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from lakehouse.errors import ConfigError, InvalidInput, Upstream
+from kernel.errors import ConfigError, InvalidInput, Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import LocalChatModel, chat_model, local_model_path
 from rag.settings import RagSettings

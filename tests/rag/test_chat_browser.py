@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from lakehouse.config import LakehouseSettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.feedback import FEEDBACK
 from tests.cli import BIN

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lakehouse.config import LakehouseSettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
+from lakeserve.api.app import create_app
 from rag.feedback import FEEDBACK, FeedbackStore
 from rag.schemas import FeedbackRequest
-from serving.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions

@@ -13,8 +13,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.docs.pipeline import GOLD
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.settings import RagSettings
 from rag.store import FINGERPRINT, Index

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from rag.retrieval import Retriever
+from rag.retrieval import HybridRetriever
 from rag.service import open_retriever
 from rag.settings import RagSettings
 from tests.cli import spawn
@@ -24,7 +24,7 @@ RECALL_AT_5_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
-def retriever(full_index: IndexEnv) -> Retriever:
+def retriever(full_index: IndexEnv) -> HybridRetriever:
     env = full_index.env
     settings = RagSettings(
         home=full_index.home,
@@ -55,19 +55,19 @@ def test_eval_cli_scores_every_mode_and_logs_to_mlflow(full_index: IndexEnv) -> 
     assert run.data.params["questions"] == "115"
 
 
-def test_off_topic_questions_fall_below_the_relevance_floor(retriever: Retriever) -> None:
+def test_off_topic_questions_fall_below_the_relevance_floor(retriever: HybridRetriever) -> None:
     questions = [json.loads(line)["question"] for line in (QA / "off-topic.jsonl").open()]
     found = [q for q in questions if retriever.search(q, 5).found]
     assert found == []
 
 
-def test_documented_questions_clear_the_relevance_floor(retriever: Retriever) -> None:
+def test_documented_questions_clear_the_relevance_floor(retriever: HybridRetriever) -> None:
     questions = [json.loads(line)["question"] for line in (QA / "stdlib.jsonl").open()]
     missed = [q for q in questions if not retriever.search(q, 5).found]
     assert len(missed) <= len(questions) * 0.03, missed
 
 
-def test_filters_restrict_every_retriever(retriever: Retriever) -> None:
+def test_filters_restrict_every_retriever(retriever: HybridRetriever) -> None:
     for mode in ("hybrid", "vector", "bm25"):
         result = retriever.search("serialize to a string", 5, {"module": "json"}, mode, False)
         assert result.hits and {h.chunk.metadata["module"] for h in result.hits} == {"json"}

@@ -11,7 +11,7 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from lakehouse.errors import Upstream
+from kernel.errors import Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import chat_model
 from rag.settings import RagSettings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.errors import DataError, InvalidInput
+from kernel.errors import DataError, InvalidInput
 from rag.evaluate import load_qa, ndcg_at, recall_at, reciprocal_rank, score
 from rag.retrieval import KeywordIndex, check_filters, chroma_where, rrf, tokenize
 from rag.store import StoredChunk

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from tests.cli import BIN, spawn
 from tests.conftest import free_port, stop, wait_for_http
@@ -71,7 +71,7 @@ def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -
             {
                 "name": "models",
                 "route_prefix": "/",
-                "import_path": "serving.deployment:build_app",
+                "import_path": "lakeserve.deployment:build_app",
                 "args": {"models": [{"name": model, "alias": "champion"}], "rag": rag, **args},
                 "deployments": [
                     {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
+from lakeserve.api.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from lakehouse.errors import NotReady, Upstream
-from serving.app import create_app
+from kernel.errors import NotReady, Upstream
+from lakeserve.api.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions
@@ -92,8 +92,14 @@ def test_error_mid_stream_becomes_an_error_event_then_done() -> None:
     with client_for(FakeBackend([{"n": 1}, Upstream("LLM failed: timeout")])) as client:
         response = client.post("/v1/chat/completions", json=CHAT)
     events = [line for line in response.text.split("\n\n") if line]
+    # The same body as an HTTP 502 under /v1: one shape for every OpenAI error.
     assert json.loads(events[1][6:]) == {
-        "error": {"message": "LLM failed: timeout", "type": "upstream_error"}
+        "error": {
+            "message": "LLM failed: timeout",
+            "type": "server_error",
+            "param": None,
+            "code": "upstream_error",
+        }
     }
     assert events[-1] == "data: [DONE]"
 

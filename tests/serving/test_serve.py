@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import tritonclient.http as triton
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import GOLD
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES
 from tests.serving.platform import Platform, prepare, run_platform, train, write_serve_config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from training import models
 from training.config import load_config
 

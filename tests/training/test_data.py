@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from lakehouse.config import LakehouseSettings
-from lakehouse.errors import DataError
+from kernel.errors import DataError
 from lakehouse.seed import GOLD
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES, GOLD_SCHEMA
 from training import data

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from tests.cli import invoke, spawn
 from tests.conftest import free_port

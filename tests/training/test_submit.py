@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from lakehouse.errors import ConfigError
+from kernel.errors import ConfigError
 from tests.cli import spawn
 from tests.conftest import free_port
 from training.cli import sweep_overrides
@@ -231,7 +231,7 @@ def test_watch_stops_with_exit_6_when_the_image_cannot_be_pulled(tmp_path: Path)
 def test_a_missing_secret_key_gets_a_grace_period_before_giving_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lakehouse.errors import WorkloadStuck
+    from kernel.errors import WorkloadStuck
     from training import submit
 
     monkeypatch.setattr(submit, "POLL_S", 0.01)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lakehouse.config import LakehouseSettings
 from lakehouse.seed import GOLD, seed_trips
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES
 from tests.cli import Result, invoke, spawn

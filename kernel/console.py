@@ -9,20 +9,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from lakehouse.errors import ConfigError, LakeserveError
-from lakehouse.logs import configure_logging
+from kernel.errors import LakeserveError, invalid_config
+from kernel.logs import configure_logging
 
 # Results go to stdout (pipeable, e.g. --json); progress, logs and errors go to stderr.
 out = Console()
 err = Console(stderr=True)
-
-
-def settings_error(exc: ValidationError) -> ConfigError:
-    """Turn a settings/config validation error into a one-line ConfigError."""
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
-    )
-    return ConfigError(f"invalid configuration: {problems}")
 
 
 def run(app: typer.Typer, args: list[str] | None = None, prog_name: str = "lakeserve") -> int:
@@ -40,7 +32,7 @@ def run(app: typer.Typer, args: list[str] | None = None, prog_name: str = "lakes
         exc.show()  # type: ignore[attr-defined]
         return int(exc.exit_code)
     except ValidationError as exc:
-        return _report(settings_error(exc))
+        return _report(invalid_config(exc))
     except LakeserveError as exc:
         return _report(exc)
     except Exception as exc:

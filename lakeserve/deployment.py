@@ -1,4 +1,8 @@
-"""The platform ingress hosting the models, and the app builder the Serve config imports."""
+"""The platform's ingress deployment, and the app builder the Serve config imports.
+
+Replica counts, CPUs and concurrency come from the Serve config (serving/serve-config.yaml),
+never from the decorators here.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +14,22 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from threadpoolctl import threadpool_limits
 
-from lakehouse.config import LakehouseSettings, TrackingSettings
-from lakehouse.logs import configure_logging
+from kernel.logs import configure_logging
+from kernel.settings import TrackingSettings
+from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
+from lakeserve.api.app import create_app
+from rag.api import RagHandle
 from rag.deployment import RagServer
 from rag.feedback import FeedbackStore
-from serving.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
-from serving.model import Registry
+from serving.model import MlflowRegistry
 from serving.options import ServingOptions
-from serving.rag_routes import HandleBackend
 from serving.settings import ServingSettings
 
 
-@serve.deployment(
-    name="ModelServer",
-    max_ongoing_requests=128,
-    ray_actor_options={"num_cpus": 0.5},
-)
+@serve.deployment(name="ModelServer")
 @serve.ingress()
 class ModelServer:
     """A replica: every configured model in process, behind the FastAPI app (one hop)."""
@@ -40,9 +41,9 @@ class ModelServer:
         # sized for the whole machine oversubscribe it and make every predict call slower.
         threadpool_limits(self.options.model_threads)
         self.keys = ServingSettings().keys()
-        registry = Registry(TrackingSettings().uri)
+        registry = MlflowRegistry(TrackingSettings().uri)
         self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
-        self.rag = HandleBackend(rag) if rag is not None else None
+        self.rag = RagHandle(rag) if rag is not None else None
         # Feedback is written here, not by a RagServer replica: it must not queue behind
         # generations, and a 201 must mean the Delta commit happened.
         self.feedback = FeedbackStore(Lakehouse(LakehouseSettings())) if rag is not None else None
@@ -53,7 +54,7 @@ class ModelServer:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    """Build the models application from the `args` block of the Serve config.
+    """Build the platform application from the `args` block of the Serve config.
 
     The args are validated here, so a bad config fails the deployment with a clear message.
     """

@@ -1,14 +1,24 @@
-"""Domain errors shared by every CLI; each carries the process exit code it maps to.
+"""The closed set of Lakeserve errors; each carries the process exit code a CLI exits with.
 
 LakeserveError            exit 1  anything we did not expect
  +-- ConfigError          exit 2  bad configuration or arguments
  +-- DataError            exit 3  table missing, schema mismatch, empty data
  +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
- +-- RequestError         HTTP status by type (serving/errors.py); in a CLI:
-      +-- Upstream        exit 5  a service it depends on (Chroma, LLM endpoint) failed
+ +-- WorkloadStuck        exit 6  a submitted Kubernetes workload cannot start
+ +-- RequestError         a request cannot be served; the HTTP edge (lakeserve/api/errors.py)
+      |                   maps each subclass to one status and error type:
+      +-- MalformedRequest        400
+      +-- Unauthorized            401
+      +-- NotFound                404
+      +-- PayloadTooLarge         413
+      +-- InvalidInput            422
+      +-- Upstream        exit 5  502  a service it depends on (Chroma, LLM endpoint) failed
+      +-- NotReady                503
 """
 
 from __future__ import annotations
+
+from pydantic import ValidationError
 
 
 class LakeserveError(Exception):
@@ -21,6 +31,14 @@ class ConfigError(LakeserveError):
     """The configuration file or the command-line arguments are invalid."""
 
     exit_code = 2
+
+
+def invalid_config(exc: ValidationError) -> ConfigError:
+    """Turn a settings or config-file validation error into a one-line ConfigError."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+    )
+    return ConfigError(f"invalid configuration: {problems}")
 
 
 class DataError(LakeserveError):

@@ -1,0 +1,96 @@
+"""Dependencies of the routes: the model host, the RAG API, the feedback store, auth, the body.
+
+Each is an `Annotated` alias, so a route states what it needs in its signature:
+
+    async def predict(name: str, host: HostDep, body: BodyDep) -> Response: ...
+
+`create_app` puts the objects on `app.state`; nothing here holds state of its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from kernel.errors import NotReady, PayloadTooLarge, Unauthorized
+from rag.api import RagApi
+from rag.feedback import FeedbackStore
+from serving.host import ModelHost
+
+
+def get_host(request: Request) -> ModelHost:
+    """Return the model host of this app."""
+    host: ModelHost = request.app.state.host
+    return host
+
+
+def get_rag(request: Request) -> RagApi:
+    """Return the RAG API this app calls (the routes exist only when there is one)."""
+    rag: RagApi = request.app.state.rag
+    return rag
+
+
+def get_feedback(request: Request) -> FeedbackStore:
+    """Return the feedback store (POST /rag/feedback exists only when there is one)."""
+    store: FeedbackStore | None = request.app.state.feedback
+    if store is None:
+        raise NotReady("feedback is not stored by this server")
+    return store
+
+
+def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Let the request through when auth is off or it carries a configured bearer key."""
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not any(
+        hmac.compare_digest(token.encode(), key) for key in keys
+    ):
+        raise Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+
+
+class LimitedBody:
+    """The request body, read on demand and never past the configured limit."""
+
+    def __init__(self, request: Request, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+
+    async def read(self) -> bytes:
+        """Return the body.
+
+        Raises:
+            PayloadTooLarge: it declares or streams more bytes than the limit.
+        """
+        declared = self.request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            raise PayloadTooLarge(
+                f"body of {declared} bytes exceeds the limit of {self.limit} bytes"
+            )
+        # Chunked bodies declare no length: count while reading and stop at the limit.
+        chunks, size = [], 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"body exceeds the limit of {self.limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def header(self, name: str) -> str | None:
+        """Return a request header (e.g. the v2 binary-data length)."""
+        return self.request.headers.get(name)
+
+
+def limited_body(request: Request) -> LimitedBody:
+    """Return the body reader with the host's limit (read lazily, inside the route's metrics)."""
+    return LimitedBody(request, get_host(request).options.max_body_bytes)
+
+
+HostDep = Annotated[ModelHost, Depends(get_host)]
+RagDep = Annotated[RagApi, Depends(get_rag)]
+FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+BodyDep = Annotated[LimitedBody, Depends(limited_body)]
+Authorized = Depends(authorize)

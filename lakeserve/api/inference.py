@@ -1,0 +1,77 @@
+"""The one inference pipeline behind /v2 infer and /predict: decode, check, batch, encode, count."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from fastapi import Response
+from pydantic import BaseModel
+
+from kernel.errors import NotFound, NotReady
+from lakeserve.api.deps import LimitedBody
+from lakeserve.api.errors import classify
+from serving.host import ModelHost, ModelSlot
+from serving.model import LoadedModel
+
+VERSION_HEADER = "X-Model-Version"
+
+# What a protocol contributes: body -> (columns, encoder of (model, predictions, version)).
+Encoder = Callable[[str, np.ndarray, str], BaseModel]
+Decoder = Callable[[bytes, LimitedBody], tuple[dict[str, Any], Encoder]]
+
+
+def loaded(host: ModelHost, name: str, version: str | None = None) -> tuple[ModelSlot, LoadedModel]:
+    """Return the slot and the version it serves now.
+
+    Raises:
+        NotFound: the model is not hosted, or `version` is not the one served.
+        NotReady: no version is loaded yet.
+    """
+    slot = host.slot(name)
+    model = slot.current
+    if model is None:
+        detail = f": {slot.last_error}" if slot.last_error else ""
+        raise NotReady(f"model {name} is not loaded yet{detail}")
+    if version is not None and version != model.version:
+        raise NotFound(
+            f"model {name} version {version} is not served; "
+            f"@{slot.spec.alias} is version {model.version}"
+        )
+    return slot, model
+
+
+async def run(
+    host: ModelHost,
+    name: str,
+    endpoint: str,
+    body: LimitedBody,
+    decode: Decoder,
+    version: str | None = None,
+) -> Response:
+    """Answer one inference request; every outcome is counted and timed."""
+    # Unknown names from the URL must not create new label values (unbounded series).
+    label = name if name in host.slots else "_unknown"
+    metrics = host.metrics
+    started = time.perf_counter()
+    try:
+        columns, encode = decode(await body.read(), body)
+        slot, model = loaded(host, name, version)
+        rows = model.schema.check(columns, host.options.max_rows_per_request)
+        predictions, served = await slot.predict(model, rows)
+        answer = encode(name, predictions, served)
+    except Exception as exc:
+        kind = classify(exc).kind
+        metrics.requests.labels(label, "none", endpoint, str(kind.status)).inc()
+        metrics.errors.labels(label, kind.type).inc()
+        raise
+    finally:
+        metrics.latency.labels(label, endpoint).observe(time.perf_counter() - started)
+    metrics.requests.labels(label, served, endpoint, "200").inc()
+    return Response(
+        answer.model_dump_json(exclude_none=True),
+        media_type="application/json",
+        headers={VERSION_HEADER: served},
+    )

@@ -1,0 +1,71 @@
+"""OpenAI-compatible chat over the documents: /v1/models and /v1/chat/completions (SSE too).
+
+Errors here, including the error event of a stream that fails midway, use OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from lakeserve.api.deps import Authorized, HostDep, RagDep
+from lakeserve.api.errors import INTERNAL, OPENAI_ERROR_RESPONSES, classify, error_body
+from lakeserve.api.observe import rag_call
+from rag.schemas import ChatCompletion, ChatCompletionRequest, ModelList
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["openai"], dependencies=[Authorized], responses=OPENAI_ERROR_RESPONSES)
+DONE = b"data: [DONE]\n\n"
+
+
+def _sse(event: BaseModel | dict[str, Any]) -> bytes:
+    if isinstance(event, BaseModel):
+        data = event.model_dump_json()
+    else:
+        data = json.dumps(event, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_chat_models(rag: RagDep) -> ModelList:
+    """List the chat models (OpenAI-compatible)."""
+    return await rag.models()
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def chat_completions(request: ChatCompletionRequest, rag: RagDep, host: HostDep) -> Any:
+    """OpenAI-compatible chat completion over the documents; `stream: true` gives SSE."""
+    if not request.stream:
+        return await rag_call(host.metrics, "chat", rag.chat(request))
+    events = rag.chat_stream(request)
+    # Retrieval happens before the first event: its errors become proper HTTP statuses.
+    first = await rag_call(host.metrics, "chat_stream", anext(events))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _sse(first)
+        try:
+            async for event in events:
+                yield _sse(event)
+        except Exception as exc:
+            # The status line is sent: the error travels as an event, in the HTTP error's shape.
+            problem = classify(exc)
+            if problem.kind == INTERNAL:
+                log.exception("stream failed", path="/v1/chat/completions")
+            yield _sse(error_body(problem, openai=True))
+        yield DONE
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
