@@ -1,85 +1,19 @@
-"""Shared fixtures: real servers started on 127.0.0.1 by the tests and stopped by PID."""
+"""Session fixtures: real servers on 127.0.0.1 started by the tests and stopped by PID, and the
+one full platform (models + RAG + LLM on Ray Serve) the integration tests share."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import psutil
 import pytest
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 90.0) -> None:
-    """Poll `url` until it answers 200; fail early if the process exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 20, marker: str | None = None) -> None:
-    """SIGTERM the server's process group by its PID, then SIGKILL if it lingers.
-
-    `marker` (e.g. a Ray temp dir unique to the server) also finds processes the server
-    started in sessions of their own, such as a local Ray's raylet and workers.
-    """
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-    if marker:
-        for leftover in psutil.process_iter(["pid", "cmdline"]):
-            if any(marker in part for part in leftover.info["cmdline"] or []):
-                with contextlib.suppress(psutil.Error):
-                    leftover.kill()
-
-
-def start_server(
-    command: list[str], health_url: str, log_path: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server in its own process group; yield it; stop it by PID."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            wait_for_http(health_url, process)
-            yield process
-        except Exception:
-            stop(process)
-            sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
-            raise
-        finally:
-            stop(process)
+from lakehouse.docs.pipeline import seed_docs
+from lakehouse.settings import LakehouseSettings
+from lakehouse.tables import Lakehouse
+from tests.utils.platform import IndexEnv, Platform, clean_env, full_platform
+from tests.utils.processes import BIN, free_port, start_server
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +47,44 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     command = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     yield from (endpoint for _ in start_server(command, f"{endpoint}/moto-api/", root / "s3.log"))
+
+
+@pytest.fixture(scope="session")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`chroma run` on 127.0.0.1 for the session, stopped by PID; yields its URL."""
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1"]
+    for _ in start_server(
+        [*command, "--port", str(port)], f"{url}/api/v2/heartbeat", path / "server.log"
+    ):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def full_index(tmp_path_factory: pytest.TempPathFactory, chroma_url: str) -> IndexEnv:
+    """The default corpus (whole stdlib) ingested with the Ray Data pipeline into the server."""
+    home = tmp_path_factory.mktemp("rag-full")
+    seed_docs(Lakehouse(LakehouseSettings(home=home)))
+    env = clean_env(
+        LAKESERVE_HOME=str(home),
+        LAKESERVE_CHROMA_URL=chroma_url,
+        LAKESERVE_RAG_COLLECTION="stdlib-full",
+        LAKESERVE_RAY_TMPDIR=f"/tmp/lsr-ing{free_port()}",
+    )
+    index = IndexEnv(home, env)
+    summary = index.ingest("--executor", "ray")
+    assert summary["chunks_written"] == summary["chunks_total"] > 5000
+    return index
+
+
+@pytest.fixture(scope="session")
+def platform(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
+) -> Iterator[Platform]:
+    """The full platform: `lakeserve serve` with a registered model, RAG and the local LLM."""
+    yield from full_platform(tmp_path_factory.mktemp("platform"), mlflow_server, full_index)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from kernel.errors import NotReady, PayloadTooLarge, Unauthorized
+from kernel.errors import PayloadTooLarge, Unauthorized
 from rag.api import RagApi
 from rag.feedback import FeedbackStore
 from serving.host import ModelHost
@@ -34,9 +34,7 @@ def get_rag(request: Request) -> RagApi:
 
 def get_feedback(request: Request) -> FeedbackStore:
     """Return the feedback store (POST /rag/feedback exists only when there is one)."""
-    store: FeedbackStore | None = request.app.state.feedback
-    if store is None:
-        raise NotReady("feedback is not stored by this server")
+    store: FeedbackStore = request.app.state.feedback
     return store
 
 

@@ -92,11 +92,9 @@ def classify(exc: BaseException) -> Problem:
         return Problem(ERRORS[InvalidInput], f"{where}: {first['msg']}", param)
     if isinstance(exc, StarletteHTTPException):
         status = exc.status_code
-        kind = ErrorKind(
-            status,
-            _HTTP_TYPES.get(status, "http_error"),
-            "invalid_request_error" if status < 500 else "server_error",
-        )
+        same = next((k.openai_type for k in ERRORS.values() if k.status == status), None)
+        openai_type = same or ("invalid_request_error" if status < 500 else "server_error")
+        kind = ErrorKind(status, _HTTP_TYPES.get(status, "http_error"), openai_type)
         return Problem(kind, str(exc.detail))
     return Problem(INTERNAL, f"internal error ({type(exc).__name__})")
 

@@ -18,7 +18,7 @@ from serving.model import LoadedModel
 
 VERSION_HEADER = "X-Model-Version"
 
-# What a protocol contributes: body -> (columns, encoder of (model, predictions, version)).
+# What a protocol contributes: body -> (columns, encoder of (model name, predictions, version)).
 Encoder = Callable[[str, np.ndarray, str], BaseModel]
 Decoder = Callable[[bytes, LimitedBody], tuple[dict[str, Any], Encoder]]
 

@@ -23,7 +23,7 @@ import yaml
 from lakehouse.seed import seed_trips
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
-from tests.cli import BIN
+from tests.utils.processes import BIN
 
 pytestmark = pytest.mark.integration
 

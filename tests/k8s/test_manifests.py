@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli import BIN, spawn
 from tests.k8s import validate
 from tests.k8s.validate import K8S, ROOT, checkov, errors, render, write_objects
+from tests.utils.cli import spawn
+from tests.utils.processes import BIN
 
 pytestmark = pytest.mark.integration
 

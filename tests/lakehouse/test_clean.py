@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -32,7 +33,7 @@ def clean_row(trip_id: str, **changes: object) -> dict[str, object]:
     return row
 
 
-DIRTY = {
+DIRTY: dict[str, dict[str, Any]] = {
     "missing_required": {"fare_amount": None},
     "malformed_timestamp": {"pickup_datetime": "2024-02-30 25:61:00"},
     "implausible_duration": {"dropoff_datetime": "2024-01-01 07:50:00"},

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import invoke, spawn
+from tests.utils.cli import invoke, spawn
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from kernel.errors import ConfigError, InvalidInput, Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import LocalChatModel, chat_model, local_model_path
 from rag.settings import RagSettings
-from tests.rag.fakes import FixedRetriever, RecordingChatModel, hit
+from tests.utils.fakes import FixedRetriever, RecordingChatModel, hit
 
 HITS = [
     hit("math.gcd", "Greatest Common Divisor."),
@@ -23,7 +23,7 @@ HITS = [
 def make(responses: list[str], hits: list[Any] = HITS) -> tuple[RagChain, Any, Any]:
     llm = RecordingChatModel(responses=responses, prompts=[])
     retriever = FixedRetriever(hits)
-    return RagChain(retriever, llm, k=5), llm, retriever  # type: ignore[arg-type]
+    return RagChain(retriever, llm, k=5), llm, retriever
 
 
 def test_answer_prompt_numbers_the_sources_and_citations_match() -> None:
@@ -123,6 +123,6 @@ def test_long_conversations_are_cut_to_fit_small_context_windows() -> None:
 def test_a_prompt_longer_than_the_local_context_window_is_invalid_input() -> None:
     llm = LocalChatModel(model_path=local_model_path(), context=128)
     hits = [hit(f"math.f{i}", "Greatest common divisor. " * 80) for i in range(5)]
-    chain = RagChain(FixedRetriever(hits), llm)  # type: ignore[arg-type]
+    chain = RagChain(FixedRetriever(hits), llm)
     with pytest.raises(InvalidInput, match="exceed the local model's 128-token context window"):
         asyncio.run(chain.answer("gcd?"))

@@ -20,10 +20,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.feedback import FEEDBACK
-from tests.cli import BIN
-from tests.conftest import free_port, stop, wait_for_http
-from tests.rag.conftest import IndexEnv, rag_platform
-from tests.serving.platform import Platform, clean_env
+from tests.utils.platform import KEY, Platform, clean_env
+from tests.utils.processes import BIN, free_port, stop, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +34,6 @@ FLAGS = [
     "--disable-component-update",
 ]
 ARTIFACTS = Path(os.environ.get("LAKESERVE_TEST_ARTIFACTS", "test-artifacts"))
-MODEL = "chat-platform-fare"
-KEY = "chat-test-key"
 QUESTION = "How can I compute the greatest common divisor of two integers?"
 ANSWER_TIMEOUT_MS = 120_000
 
@@ -46,14 +42,6 @@ ANSWER_TIMEOUT_MS = 120_000
 class Chat:
     url: str
     metrics_url: str
-
-
-@pytest.fixture(scope="module")
-def platform(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
-) -> Iterator[Platform]:
-    home = tmp_path_factory.mktemp("chat-platform")
-    yield from rag_platform(home, mlflow_server, full_index, MODEL, KEY, max_tokens=64)
 
 
 def run_chat(log: Path, api_url: str) -> Iterator[Chat]:

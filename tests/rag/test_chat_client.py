@@ -126,7 +126,7 @@ def test_feedback_returns_the_receipt_or_raises() -> None:
 
 
 def test_history_pairs_questions_with_answers_and_skips_failures() -> None:
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "q1"},
         {"role": "assistant", "content": "a1"},
         {"role": "user", "content": "q2"},

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import rag.chat.app
-from tests.conftest import free_port
+from tests.utils.processes import free_port
 
 APP = str(Path(rag.chat.app.__file__))
 CITATION = {

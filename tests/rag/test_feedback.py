@@ -17,8 +17,7 @@ from rag.schemas import FeedbackRequest
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions
-from tests.serving.fakes import FakeRegistry
-from tests.serving.test_rag_routes import FakeBackend
+from tests.utils.fakes import FakeRag, FakeRegistry
 
 EVENT = {
     "answer_id": "chatcmpl-1",
@@ -67,8 +66,8 @@ def test_concurrent_writers_lose_nothing(lake: Lakehouse) -> None:
 
 def client_for(lake: Lakehouse) -> TestClient:
     options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)  # type: ignore[arg-type]
-    app = create_app(host, api_keys=["k"], rag=FakeBackend([]), feedback=FeedbackStore(lake))
+    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    app = create_app(host, api_keys=["k"], rag=FakeRag([]), feedback=FeedbackStore(lake))
     return TestClient(app, headers={"Authorization": "Bearer k"})
 
 
@@ -112,6 +111,6 @@ def test_feedback_needs_the_api_key(lake: Lakehouse) -> None:
 
 def test_feedback_route_is_absent_without_a_store() -> None:
     options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)  # type: ignore[arg-type]
-    with TestClient(create_app(host, rag=FakeBackend([]))) as client:
+    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    with TestClient(create_app(host, rag=FakeRag([]))) as client:
         assert client.post("/rag/feedback", json=EVENT).status_code == 404

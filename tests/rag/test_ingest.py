@@ -18,9 +18,9 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.settings import RagSettings
 from rag.store import FINGERPRINT, Index
-from tests.cli import BIN, spawn
-from tests.rag.conftest import MEDIUM_MODULES, IndexEnv, small_docs_home
-from tests.serving.platform import clean_env
+from tests.utils.cli import spawn
+from tests.utils.platform import MEDIUM_MODULES, IndexEnv, clean_env, small_docs_home
+from tests.utils.processes import BIN
 
 pytestmark = pytest.mark.integration
 

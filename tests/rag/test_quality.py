@@ -11,8 +11,8 @@ import pytest
 from rag.retrieval import HybridRetriever
 from rag.service import open_retriever
 from rag.settings import RagSettings
-from tests.cli import spawn
-from tests.rag.conftest import IndexEnv
+from tests.utils.cli import spawn
+from tests.utils.platform import IndexEnv
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -15,23 +14,12 @@ from kernel.errors import Upstream
 from rag.chain import NOT_FOUND, RagChain
 from rag.llm import chat_model
 from rag.settings import RagSettings
-from tests.rag.conftest import IndexEnv, rag_platform
-from tests.rag.fakes import FixedRetriever, hit
-from tests.serving.platform import Platform
+from tests.utils.fakes import FixedRetriever, hit
+from tests.utils.platform import KEY, MODEL, IndexEnv, Platform
 
 pytestmark = pytest.mark.integration
 
-MODEL = "rag-platform-fare"
-KEY = "rag-test-key"
 QUESTION = "How do I compute the greatest common divisor of two integers?"
-
-
-@pytest.fixture(scope="module")
-def platform(
-    tmp_path_factory: pytest.TempPathFactory, mlflow_server: str, full_index: IndexEnv
-) -> Iterator[Platform]:
-    home = tmp_path_factory.mktemp("rag-platform")
-    yield from rag_platform(home, mlflow_server, full_index, MODEL, KEY, max_tokens=40)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +50,7 @@ def test_chat_completion_answers_with_citations(client: openai.OpenAI) -> None:
     assert completion.object == "chat.completion"
     assert completion.choices[0].message.content
     assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
     assert 0 < completion.usage.completion_tokens <= 24
     citations = (completion.model_extra or {})["citations"]
     assert "math.gcd" in [c["doc_id"] for c in citations]
@@ -241,7 +230,7 @@ def test_chain_uses_any_openai_compatible_endpoint(platform: Platform) -> None:
     )
     chain = RagChain(
         FixedRetriever([hit("math.gcd", "Greatest Common Divisor.")]), chat_model(settings)
-    )  # type: ignore[arg-type]
+    )
     answer = asyncio.run(chain.answer(QUESTION, max_tokens=8))
     assert answer.answer and answer.answer != NOT_FOUND
     assert answer.usage["output_tokens"] > 0
@@ -255,6 +244,6 @@ def test_endpoint_errors_are_upstream_errors(platform: Platform) -> None:
         RagSettings(llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_timeout_s=5),
     ):
         retriever = FixedRetriever([hit("math.gcd", "gcd")])
-        chain = RagChain(retriever, chat_model(settings))  # type: ignore[arg-type]
+        chain = RagChain(retriever, chat_model(settings))
         with pytest.raises(Upstream, match="LLM failed"):
             asyncio.run(chain.answer(QUESTION))

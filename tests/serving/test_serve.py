@@ -6,7 +6,6 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,11 +19,10 @@ from lakehouse.seed import GOLD
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES
-from tests.serving.platform import Platform, prepare, run_platform, train, write_serve_config
+from tests.utils import openapi
+from tests.utils.platform import KEY, MODEL, Platform, train
 
 pytestmark = pytest.mark.integration
-MODEL = "fare-serve"
-KEY = "test-key-1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -34,24 +32,8 @@ def auth() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> Path:
-    path = tmp_path_factory.mktemp("serve-home")
-    prepare(path, mlflow_server, MODEL)
-    return path
-
-
-@pytest.fixture(scope="module")
-def platform(home: Path, mlflow_server: str) -> Iterator[Platform]:
-    config = write_serve_config(
-        home / "serve.yaml",
-        MODEL,
-        alias_poll_interval_s=1,
-        max_batch_size=32,
-        batch_wait_timeout_s=0.02,
-        max_rows_per_request=500,
-        max_body_bytes=65536,
-    )
-    yield from run_platform(home, mlflow_server, MODEL, config, LAKESERVE_API_KEYS=f"{KEY},other")
+def home(platform: Platform) -> Path:
+    return platform.home
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +172,13 @@ def test_api_key_is_required_except_for_health(platform: Platform, rows: pd.Data
     assert second.status_code == 200
     assert httpx.get(f"{platform.url}/v2/health/live").status_code == 200
     assert httpx.get(f"{platform.url}/metrics").status_code == 401
+
+
+def test_served_openapi_document_is_valid_and_every_ref_resolves(platform: Platform) -> None:
+    # The document of the real platform: models, RAG, OpenAI and feedback routes together.
+    spec = httpx.get(f"{platform.url}/openapi.json").json()
+    openapi.check(spec)
+    assert {"/predict/{name}", "/v1/chat/completions", "/rag/feedback"} <= set(spec["paths"])
 
 
 def batch_counts(platform: Platform) -> tuple[float, float]:

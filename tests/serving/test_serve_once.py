@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import BIN
-from tests.conftest import stop
-from tests.serving.platform import prepare, serve_env, write_serve_config
+from tests.utils.platform import prepare, serve_env, write_serve_config
+from tests.utils.processes import BIN, stop
 
 pytestmark = pytest.mark.integration
 

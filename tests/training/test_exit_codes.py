@@ -10,8 +10,8 @@ import pytest
 from lakehouse.seed import seed_trips
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
-from tests.cli import invoke, spawn
-from tests.conftest import free_port
+from tests.utils.cli import invoke, spawn
+from tests.utils.processes import free_port
 
 pytestmark = pytest.mark.integration
 RIDGE = str(Path(__file__).parents[2] / "training" / "configs" / "fare-ridge.yaml")

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from kernel.errors import ConfigError
-from tests.cli import spawn
-from tests.conftest import free_port
+from tests.utils.cli import spawn
+from tests.utils.processes import free_port
 from training.cli import sweep_overrides
 
 ROOT = Path(__file__).parents[2]

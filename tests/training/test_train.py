@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -16,7 +17,7 @@ from lakehouse.seed import GOLD, seed_trips
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES
-from tests.cli import Result, invoke, spawn
+from tests.utils.cli import Result, invoke, spawn
 from training import data
 from training.config import load_config
 
@@ -49,7 +50,7 @@ def env(
     yield MlflowClient(mlflow_server, mlflow_server)
 
 
-def train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[Result, dict[str, object]]:
+def train(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[Result, dict[str, Any]]:
     result = invoke(capsys, "train", "--json", *args)
     assert result.code == 0, result.err
     return result, json.loads(result.out)
@@ -76,6 +77,7 @@ def test_first_model_is_registered_with_signature_lineage_and_plots(
     assert run.data.params["data.version"] == "1"
     assert run.data.params["model.type"] == "ridge"
     assert run.data.params["data.table"] == "gold.trips"
+    assert run.inputs is not None
     inputs = {i.tags[0].value: json.loads(i.dataset.source) for i in run.inputs.dataset_inputs}
     assert set(inputs) == {"training", "holdout"}
     assert inputs["training"]["delta_table_version"] == 1
@@ -103,7 +105,7 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse_one(
     _, boosted = train(capsys, "--config", HGB, *name, *FAST)
     assert boosted["alias"] == "champion", boosted["reason"]
     assert "beats champion" in str(boosted["reason"])
-    assert boosted["metrics"]["rmse"] < ridge["metrics"]["rmse"]  # type: ignore[index]
+    assert boosted["metrics"]["rmse"] < ridge["metrics"]["rmse"]
 
     _, worse = train(capsys, "--config", RIDGE, *name)
     assert worse["alias"] == "challenger"
@@ -121,9 +123,9 @@ def test_a_pinned_table_version_is_read_and_recorded(
 ) -> None:
     _, out = train(capsys, "--config", RIDGE, "--model-name", "fare-pinned", "--table-version", "0")
     lake = Lakehouse(LakehouseSettings(home=seeded_home))
-    assert out["data"]["version"] == 0  # type: ignore[index]
+    assert out["data"]["version"] == 0
     rows_v0 = lake.read(GOLD, 0).num_rows
-    assert out["data"]["rows"] == rows_v0  # type: ignore[index]
+    assert out["data"]["rows"] == rows_v0
     assert env.get_run(str(out["run_id"])).data.params["data.version"] == "0"
 
 

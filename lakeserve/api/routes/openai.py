@@ -25,11 +25,10 @@ DONE = b"data: [DONE]\n\n"
 
 
 def _sse(event: BaseModel | dict[str, Any]) -> bytes:
-    if isinstance(event, BaseModel):
-        data = event.model_dump_json()
-    else:
-        data = json.dumps(event, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
+    body = event.model_dump(mode="json") if isinstance(event, BaseModel) else event
+    # ASCII-escaped on purpose: SSE clients split lines like str.splitlines(), which also
+    # breaks on U+2028/U+2029/U+0085 that raw UTF-8 would let through inside a token.
+    return f"data: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
 
 
 @router.get("/v1/models", response_model=ModelList)

@@ -49,6 +49,6 @@ def decode(body: bytes, _: LimitedBody) -> tuple[dict[str, Any], inference.Encod
         InvocationRequest, EXAMPLE, f"An MLflow /invocations payload: one of {', '.join(FORMATS)}."
     ),
 )
-async def predict(name: str, host: HostDep, body: BodyDep) -> Response:
+async def predict_mlflow(name: str, host: HostDep, body: BodyDep) -> Response:
     """Predict from an MLflow scoring payload; answers like `mlflow models serve`."""
     return await inference.run(host, name, "predict", body, decode)

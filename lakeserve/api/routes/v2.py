@@ -114,7 +114,7 @@ async def get_model_version_ready(name: str, version: str, host: HostDep) -> Any
 
 
 @router.post("/v2/models/{name}/infer", response_model=InferResponse, openapi_extra=INFER_BODY)
-async def infer(name: str, host: HostDep, body: BodyDep) -> Response:
+async def infer_latest(name: str, host: HostDep, body: BodyDep) -> Response:
     """Predict with the version the alias points at (JSON or binary tensor data)."""
     return await inference.run(host, name, "v2_infer", body, decode)
 

@@ -14,7 +14,7 @@ from lakeserve.api.app import create_app
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions
-from tests.serving.fakes import ROW, FakeRegistry
+from tests.utils.fakes import ROW, FakeRegistry
 
 OPTIONS = {
     "models": [{"name": "fare"}, {"name": "ghost"}],
@@ -28,7 +28,7 @@ def make_client(keys: list[str] | None = None) -> tuple[TestClient, FakeRegistry
     registry = FakeRegistry({("fare", "champion"): "3"})
     host = ModelHost(
         ServingOptions.model_validate(OPTIONS), registry, ServingMetrics(), batching=False
-    )  # type: ignore[arg-type]
+    )
     return TestClient(create_app(host, api_keys=keys)), registry, host
 
 

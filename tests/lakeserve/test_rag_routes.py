@@ -2,61 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from kernel.errors import NotReady, Upstream
 from lakeserve.api.app import create_app
+from rag.schemas import ChunkChoice, Delta
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.options import ServingOptions
-from tests.serving.fakes import FakeRegistry
+from tests.utils.fakes import FakeRag, FakeRegistry, chunk
 
-HEALTHY = {"ready": True, "collection": "docs", "chunks": 3, "llm": "fake", "detail": None}
 CHAT = {"model": "lakeserve-rag", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-class FakeBackend:
-    """Scripted answers; `health_delay` simulates a replica that is still loading."""
-
-    def __init__(self, events: list[Any], health_delay: float = 0.0) -> None:
-        self.events = events
-        self.health_delay = health_delay
-
-    async def health(self) -> dict[str, Any]:
-        await asyncio.sleep(self.health_delay)
-        return HEALTHY
-
-    async def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": []}
-
-    async def query(self, payload: dict[str, Any]) -> dict[str, Any]:
-        raise NotReady("RAG is not ready: the index is empty")
-
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        raise Upstream("LLM failed: ConnectError")
-
-    async def chat_stream(self, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        for event in self.events:
-            if isinstance(event, Exception):
-                raise event
-            yield event
-
-
-def client_for(backend: FakeBackend) -> TestClient:
+def client_for(backend: FakeRag) -> TestClient:
     options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)  # type: ignore[arg-type]
+    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
     return TestClient(create_app(host, rag=backend))
 
 
 @pytest.fixture
 def slow() -> Iterator[TestClient]:
-    with client_for(FakeBackend([], health_delay=30)) as client:
+    with client_for(FakeRag([], health_delay=30)) as client:
         yield client
 
 
@@ -67,15 +38,16 @@ def test_health_that_does_not_answer_in_time_is_503(slow: TestClient) -> None:
 
 
 def test_stream_frames_events_and_ends_with_done() -> None:
-    events = [{"n": 1}, {"n": 2}]
-    with client_for(FakeBackend(events)) as client:
+    events = [chunk(1), chunk(2)]
+    with client_for(FakeRag(events)) as client:
         response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 200
-    assert response.text == 'data: {"n":1}\n\ndata: {"n":2}\n\ndata: [DONE]\n\n'
+    first, second = (e.model_dump_json() for e in events)
+    assert response.text == f"data: {first}\n\ndata: {second}\n\ndata: [DONE]\n\n"
 
 
 def test_error_before_the_first_event_is_an_http_error_in_openai_shape() -> None:
-    with client_for(FakeBackend([NotReady("RAG is not ready: the index is empty")])) as client:
+    with client_for(FakeRag([NotReady("RAG is not ready: the index is empty")])) as client:
         response = client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 503
     assert response.json() == {
@@ -89,7 +61,7 @@ def test_error_before_the_first_event_is_an_http_error_in_openai_shape() -> None
 
 
 def test_error_mid_stream_becomes_an_error_event_then_done() -> None:
-    with client_for(FakeBackend([{"n": 1}, Upstream("LLM failed: timeout")])) as client:
+    with client_for(FakeRag([chunk(1), Upstream("LLM failed: timeout")])) as client:
         response = client.post("/v1/chat/completions", json=CHAT)
     events = [line for line in response.text.split("\n\n") if line]
     # The same body as an HTTP 502 under /v1: one shape for every OpenAI error.
@@ -105,9 +77,19 @@ def test_error_mid_stream_becomes_an_error_event_then_done() -> None:
 
 
 def test_upstream_failure_is_502_and_not_ready_is_503_on_rag_query() -> None:
-    with client_for(FakeBackend([])) as client:
+    with client_for(FakeRag([])) as client:
         chat = client.post("/v1/chat/completions", json={**CHAT, "stream": False})
         query = client.post("/rag/query", json={"question": "x"})
     assert chat.status_code == 502 and chat.json()["error"]["code"] == "upstream_error"
     assert query.status_code == 503
     assert query.json() == {"error": "RAG is not ready: the index is empty", "type": "not_ready"}
+
+
+def test_stream_events_stay_one_line_whatever_the_text() -> None:
+    # SSE clients split lines like str.splitlines(): U+2028 inside raw UTF-8 would cut an event.
+    tricky = chunk(1).model_copy(update={"choices": [ChunkChoice(delta=Delta(content="é\u2028x"))]})
+    with client_for(FakeRag([tricky])) as client:
+        response = client.post("/v1/chat/completions", json=CHAT)
+    lines = [line for line in response.text.splitlines() if line]
+    assert lines == [lines[0], "data: [DONE]"]
+    assert json.loads(lines[0][6:])["choices"][0]["delta"]["content"] == "é\u2028x"

@@ -5,14 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from kernel.console import run
 from lakeserve.cli import app
-
-BIN = Path(sys.executable).parent
+from tests.utils.processes import BIN
 
 
 @dataclass(frozen=True)
