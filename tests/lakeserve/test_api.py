@@ -12,9 +12,7 @@ from fastapi.testclient import TestClient
 
 from lakeserve.api.app import create_app
 from serving.host import ModelHost
-from serving.metrics import ServingMetrics
-from serving.options import ServingOptions
-from tests.utils.fakes import ROW, FakeRegistry
+from tests.utils.fakes import ROW, FakeRegistry, fake_host
 
 OPTIONS = {
     "models": [{"name": "fare"}, {"name": "ghost"}],
@@ -25,10 +23,7 @@ OPTIONS = {
 
 
 def make_client(keys: list[str] | None = None) -> tuple[TestClient, FakeRegistry, ModelHost]:
-    registry = FakeRegistry({("fare", "champion"): "3"})
-    host = ModelHost(
-        ServingOptions.model_validate(OPTIONS), registry, ServingMetrics(), batching=False
-    )
+    host, registry = fake_host(OPTIONS, version="3")
     return TestClient(create_app(host, api_keys=keys)), registry, host
 
 

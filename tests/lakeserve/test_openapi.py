@@ -12,17 +12,13 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
 from rag.feedback import FeedbackStore
-from serving.host import ModelHost
-from serving.metrics import ServingMetrics
-from serving.options import ServingOptions
 from tests.utils import openapi
-from tests.utils.fakes import FakeRag, FakeRegistry
+from tests.utils.fakes import FakeRag, fake_host
 
 
 @pytest.fixture
 def spec(tmp_path: Path) -> dict[str, Any]:
-    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    host, _ = fake_host()
     store = FeedbackStore(Lakehouse(LakehouseSettings(home=tmp_path)))
     app = create_app(host, api_keys=["k"], rag=FakeRag([]), feedback=store)
     with TestClient(app) as client:

@@ -11,17 +11,13 @@ from fastapi.testclient import TestClient
 from kernel.errors import NotReady, Upstream
 from lakeserve.api.app import create_app
 from rag.schemas import ChunkChoice, Delta
-from serving.host import ModelHost
-from serving.metrics import ServingMetrics
-from serving.options import ServingOptions
-from tests.utils.fakes import FakeRag, FakeRegistry, chunk
+from tests.utils.fakes import FakeRag, chunk, fake_host
 
 CHAT = {"model": "lakeserve-rag", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
 def client_for(backend: FakeRag) -> TestClient:
-    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    host, _ = fake_host()
     return TestClient(create_app(host, rag=backend))
 
 

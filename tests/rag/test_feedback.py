@@ -14,10 +14,7 @@ from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
 from rag.feedback import FEEDBACK, FeedbackStore
 from rag.schemas import FeedbackRequest
-from serving.host import ModelHost
-from serving.metrics import ServingMetrics
-from serving.options import ServingOptions
-from tests.utils.fakes import FakeRag, FakeRegistry
+from tests.utils.fakes import FakeRag, fake_host
 
 EVENT = {
     "answer_id": "chatcmpl-1",
@@ -65,8 +62,7 @@ def test_concurrent_writers_lose_nothing(lake: Lakehouse) -> None:
 
 
 def client_for(lake: Lakehouse) -> TestClient:
-    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    host, _ = fake_host()
     app = create_app(host, api_keys=["k"], rag=FakeRag([]), feedback=FeedbackStore(lake))
     return TestClient(app, headers={"Authorization": "Bearer k"})
 
@@ -110,7 +106,6 @@ def test_feedback_needs_the_api_key(lake: Lakehouse) -> None:
 
 
 def test_feedback_route_is_absent_without_a_store() -> None:
-    options = ServingOptions.model_validate({"models": [{"name": "fare"}]})
-    host = ModelHost(options, FakeRegistry({("fare", "champion"): "1"}), ServingMetrics(), False)
+    host, _ = fake_host()
     with TestClient(create_app(host, rag=FakeRag([]))) as client:
         assert client.post("/rag/feedback", json=EVENT).status_code == 404

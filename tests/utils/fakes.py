@@ -32,7 +32,10 @@ from rag.schemas import (
     RagHealth,
 )
 from rag.store import StoredChunk
+from serving.host import ModelHost
+from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
+from serving.options import ServingOptions
 from serving.schema import Column, InputSchema
 
 SCHEMA = InputSchema(
@@ -70,6 +73,15 @@ class FakeRegistry:
     def load(self, name: str, version: str) -> LoadedModel:
         self.loads.append((name, version))
         return LoadedModel(name, version, SCHEMA, Doubler())
+
+
+def fake_host(
+    options: dict[str, Any] | None = None, version: str = "1"
+) -> tuple[ModelHost, FakeRegistry]:
+    """A model host over a FakeRegistry whose `fare@champion` is `version`, without batching."""
+    registry = FakeRegistry({("fare", "champion"): version})
+    hosting = ServingOptions.model_validate(options or {"models": [{"name": "fare"}]})
+    return ModelHost(hosting, registry, ServingMetrics(), batching=False), registry
 
 
 class RecordingChatModel(BaseChatModel):
