@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -279,8 +279,3 @@ class FeedbackReceipt(BaseModel):
     answer_id: str
     table: str
     version: int = Field(description="Delta table version of the commit holding the event.")
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """Return a model as JSON-able dict (what crosses the Serve handle)."""
-    return model.model_dump(mode="json")
