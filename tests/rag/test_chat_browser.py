@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/ (LAKESERVE_TEST_ARTIFACTS to change it).
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.feedback import FEEDBACK
 from tests.utils.platform import KEY, Platform, clean_env
-from tests.utils.processes import BIN, free_port, stop, wait_for_http
+from tests.utils.processes import BIN, free_port, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +52,10 @@ def run_chat(log: Path, api_url: str) -> Iterator[Chat]:
         LAKESERVE_CHAT_PORT=str(port),
         LAKESERVE_CHAT_METRICS_PORT=str(metrics_port),
     )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "lakeserve"), "chat"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for_http(f"{url}/_stcore/health", process, timeout_s=60)
-            yield Chat(url, f"http://127.0.0.1:{metrics_port}/metrics")
-        finally:
-            stop(process)
+    url = f"http://127.0.0.1:{port}"
+    command = [str(BIN / "lakeserve"), "chat"]
+    for _ in start_server(command, f"{url}/_stcore/health", log, env=env, timeout_s=60):
+        yield Chat(url, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 @pytest.fixture(scope="module")

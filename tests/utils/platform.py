@@ -24,7 +24,7 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from serving.settings import DEFAULT_SERVE_CONFIG
 from tests.utils.cli import spawn
-from tests.utils.processes import BIN, free_port, stop, wait_for_http
+from tests.utils.processes import BIN, free_port, start_server
 
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
 # The full platform the integration tests share (tests/conftest.py `platform`).
@@ -147,21 +147,17 @@ def run_platform(
 ) -> Iterator[Platform]:
     """Start `lakeserve serve`, wait until ready, yield it, stop it by PID."""
     port, ray_dir, environment = serve_env(home, tracking_uri, config, **env)
-    log = (home / f"serve-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [str(BIN / "lakeserve"), "serve", "--ready-timeout", "240"],
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/v2/health/ready", process, timeout_s=300)
+    for process in start_server(
+        [str(BIN / "lakeserve"), "serve", "--ready-timeout", "240"],
+        f"{url}/v2/health/ready",
+        home / f"serve-{port}.log",
+        env=environment,
+        timeout_s=300,
+        grace_s=60,
+        marker=ray_dir,
+    ):
         yield Platform(url, port, environment, model, process)
-    finally:
-        stop(process, grace_s=60, marker=ray_dir)
-        log.close()
 
 
 def wait_for_rag(url: str, timeout_s: float = 300) -> None:

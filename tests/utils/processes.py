@@ -63,19 +63,30 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = 20, marker: str | No
 
 
 def start_server(
-    command: list[str], health_url: str, log_path: Path
+    command: list[str],
+    health_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90.0,
+    grace_s: float = 20,
+    marker: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server in its own process group; yield it; stop it by PID."""
+    """Start a server in its own process group; yield it once `health_url` answers 200.
+
+    It is stopped by PID afterwards (see `stop` for `grace_s` and `marker`); if it never
+    becomes healthy, the end of its log goes to stderr.
+    """
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            wait_for_http(health_url, process)
-            yield process
+            wait_for_http(health_url, process, timeout_s)
         except Exception:
-            stop(process)
+            stop(process, grace_s, marker)
             sys.stderr.write(log_path.read_text(errors="replace")[-4000:])
             raise
+        try:
+            yield process
         finally:
-            stop(process)
+            stop(process, grace_s, marker)
