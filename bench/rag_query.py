@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.embeddings import LocalEmbeddings
-from rag.retrieval import HybridRetriever
+from rag.retrieval import HybridRetriever, Tuning
 from rag.settings import RagSettings
 from rag.store import DOC_ID, Index
 
@@ -90,7 +90,7 @@ def measure(
     from langchain_chroma import Chroma
 
     collection = client.get_collection("bench", embedding_function=None)
-    retriever = HybridRetriever(Index(client, collection), embeddings, candidates=30)
+    retriever = HybridRetriever(Index(client, collection), embeddings, Tuning(candidates=30))
     started = time.perf_counter()
     retriever.refresh()
     build_s = time.perf_counter() - started

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -14,10 +15,14 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 from kernel.errors import RequestError, Upstream
+from rag.answer import quote, ungrounded
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
 from rag.schemas import Citation
 
 NOT_FOUND = "I could not find this in the documents."
+# quoted: from the sources only; generated: by the LLM, checked against the sources;
+# quoted_fallback: the LLM's answer failed the check and was replaced by the quoted one.
+AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
 SNIPPET_CHARS = 300
 SOURCE_CHARS = 700  # per source in the prompt: small models have small context windows
 HISTORY_MESSAGES = 6
@@ -58,6 +63,8 @@ class Prepared:
     retrieval: Retrieval
     citations: list[Citation]
     timings: dict[str, float] = field(default_factory=dict)
+    mode: AnswerMode = "quoted"  # set by stream(): how the answer was produced
+    problems: list[str] = field(default_factory=list)  # what failed the grounding check
 
 
 @dataclass
@@ -70,6 +77,7 @@ class Answer:
     citations: list[Citation]
     timings: dict[str, float]
     usage: dict[str, int]
+    mode: AnswerMode = "quoted"
 
     def as_dict(self) -> dict[str, Any]:
         """Return the answer as plain JSON-able values."""
@@ -86,6 +94,31 @@ def citation(number: int, hit: Hit) -> Citation:
     return Citation(
         number=number, doc_id=hit.doc_id, title=title, snippet=snippet, score=round(hit.score, 6)
     )
+
+
+_BOUNDARY = re.compile(r"(?<=[.!?:])\s+|\n")
+
+
+def sentences(text: str) -> tuple[list[str], str]:
+    """Split streamed text into complete units (sentences, or whole code blocks) and the rest.
+
+    Each unit keeps its trailing whitespace, so joined units give back the text.
+    """
+    units: list[str] = []
+    start = 0
+    for match in _BOUNDARY.finditer(text):
+        unit = text[start : match.end()]
+        if unit.count("```") % 2:  # inside a code block: wait for its end
+            continue
+        units.append(unit)
+        start = match.end()
+    return units, text[start:]
+
+
+def _quotable(hit: Hit) -> tuple[str, str]:
+    """Return (title, text) of a hit's document, from its first chunk when known."""
+    chunk = hit.lead or hit.chunk
+    return str(chunk.metadata.get("title") or hit.doc_id), chunk.text
 
 
 def _sources(hits: Sequence[Hit]) -> str:
@@ -110,22 +143,37 @@ def _ms(since: float) -> float:
 
 
 class RagChain:
-    """Question answering over a retriever with a pluggable LangChain chat model."""
+    """Question answering over a retriever: quoted from the sources, or generated and checked.
+
+    Without an LLM every answer is quoted; with one it is generated, then checked by
+    `rag.answer.ungrounded` and replaced by the quoted answer when it states anything the
+    sources do not support.
+    """
 
     def __init__(
-        self, retriever: Retriever, llm: BaseChatModel, k: int = 5, max_tokens: int = 256
+        self,
+        retriever: Retriever,
+        llm: BaseChatModel | None = None,
+        k: int = 5,
+        max_tokens: int = 256,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
         self.k = k
         self.max_tokens = max_tokens
-        self._rewrite = REWRITE_PROMPT | llm | StrOutputParser()
-        self._answer = ANSWER_PROMPT | llm
+        self._rewrite = REWRITE_PROMPT | llm | StrOutputParser() if llm else None
+        self._answer = ANSWER_PROMPT | llm if llm else None
 
     async def rewrite(self, question: str, history: Sequence[BaseMessage]) -> str:
-        """Turn a follow-up into a standalone question (unchanged when there is no history)."""
+        """Turn a follow-up into a standalone question (unchanged when there is no history).
+
+        Without an LLM, the last earlier question is prepended: retrieval then sees the topic.
+        """
         if not history:
             return question
+        if self._rewrite is None:
+            earlier = [str(m.content) for m in history if isinstance(m, HumanMessage)]
+            return f"{earlier[-1]} {question}" if earlier else question
         try:
             text = await self._rewrite.ainvoke({"history": recent(history), "question": question})
         except Exception as exc:
@@ -161,28 +209,21 @@ class RagChain:
             "question": prepared.question,
         }
 
-    async def stream(
+    async def _tokens(
         self,
         prepared: Prepared,
-        history: Sequence[BaseMessage] = (),
-        max_tokens: int | None = None,
-        temperature: float | None = None,
+        history: Sequence[BaseMessage],
+        max_tokens: int | None,
+        temperature: float | None,
     ) -> AsyncIterator[AIMessageChunk]:
-        """Yield the answer's tokens; a not-found answer comes as one chunk, without the LLM.
-
-        `max_tokens` can only lower the configured limit; `temperature` replaces the default.
-        """
-        if not prepared.retrieval.found:
-            yield AIMessageChunk(content=NOT_FOUND)
-            return
-        start = time.perf_counter()
+        assert self.llm is not None and self._answer is not None
+        options: dict[str, Any] = {}
+        if max_tokens:
+            options["max_tokens"] = min(max_tokens, self.max_tokens)
+        if temperature is not None:
+            options["temperature"] = temperature
+        answer = ANSWER_PROMPT | self.llm.bind(**options) if options else self._answer
         try:
-            options: dict[str, Any] = {}
-            if max_tokens:
-                options["max_tokens"] = min(max_tokens, self.max_tokens)
-            if temperature is not None:
-                options["temperature"] = temperature
-            answer = ANSWER_PROMPT | self.llm.bind(**options) if options else self._answer
             async for chunk in answer.astream(self._inputs(prepared, history)):
                 if isinstance(chunk, AIMessageChunk):
                     yield chunk
@@ -190,7 +231,58 @@ class RagChain:
             raise
         except Exception as exc:
             raise Upstream(f"LLM failed: {type(exc).__name__}: {exc}") from exc
+
+    async def stream(
+        self,
+        prepared: Prepared,
+        history: Sequence[BaseMessage] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Yield the answer in pieces; sets `prepared.mode` (and `problems`) on the way.
+
+        A generated answer streams sentence by sentence: each is checked against the sources
+        before it is sent, and one that names an API or a source it was not given is dropped.
+        When nothing passes, the quoted answer is sent instead. `max_tokens` can only lower the
+        configured limit; `temperature` replaces the default.
+        """
+        if not prepared.retrieval.found:
+            prepared.mode = "not_found"
+            yield AIMessageChunk(content=NOT_FOUND)
+            return
+        start = time.perf_counter()
+        sources = [_quotable(hit) for hit in prepared.retrieval.hits]
+        if self.llm is None:
+            prepared.mode = "quoted"
+            yield AIMessageChunk(content=quote(prepared.question, sources))
+            prepared.timings["generate_ms"] = _ms(start)
+            return
+        texts = [text for _, text in sources]
+        prepared.mode = "generated"
+        sent, pending, usage = 0, "", None
+        async for chunk in self._tokens(prepared, history, max_tokens, temperature):
+            usage = chunk.usage_metadata or usage
+            pending += str(chunk.content)
+            units, pending = sentences(pending)
+            for unit in units:
+                if unit.strip() and self._passes(unit, texts, prepared):
+                    sent += 1
+                    yield AIMessageChunk(content=unit)
+        if pending.strip() and self._passes(pending, texts, prepared):
+            sent += 1
+            yield AIMessageChunk(content=pending)
+        if not sent:
+            prepared.mode = "quoted_fallback"
+            yield AIMessageChunk(content=quote(prepared.question, sources))
         prepared.timings["generate_ms"] = _ms(start)
+        if usage:
+            yield AIMessageChunk(content="", usage_metadata=usage)
+
+    @staticmethod
+    def _passes(unit: str, sources: list[str], prepared: Prepared) -> bool:
+        problems = ungrounded(unit, sources)
+        prepared.problems += problems
+        return not problems
 
     async def answer(
         self,
@@ -216,6 +308,7 @@ class RagChain:
             citations=prepared.citations,
             timings=prepared.timings,
             usage=usage,
+            mode=prepared.mode,
         )
 
 

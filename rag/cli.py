@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import (
@@ -116,6 +116,9 @@ def ingest_command(
     )
 
 
+DEFAULT_OFF_TOPIC = Path(__file__).with_name("qa") / "off-topic-dev.jsonl"
+
+
 @app.command("eval")
 def eval_command(
     qa: Annotated[
@@ -123,19 +126,59 @@ def eval_command(
     ] = DEFAULT_QA,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name.")] = None,
+    answers: Annotated[
+        bool, typer.Option(help="Also answer every question and score the answers.")
+    ] = False,
+    off_topic: Annotated[
+        Path,
+        typer.Option(
+            help="Off-topic questions, JSONL {question}: must be refused.", dir_okay=False
+        ),
+    ] = DEFAULT_OFF_TOPIC,
+    calibrate: Annotated[
+        bool,
+        typer.Option(help="Store the relevance floor measured on QA and off-topic with the index."),
+    ] = False,
 ) -> None:
-    """Score vector, BM25 and hybrid retrieval on a QA set; log the run to MLflow."""
-    from rag.evaluate import evaluate, load_qa
+    """Score vector, BM25 and hybrid retrieval on a QA set; log the run to MLflow.
+
+    With --answers (or --calibrate) it also measures the relevance floor that separates the QA
+    set from the off-topic questions; --calibrate stores it with the index, where servers pick
+    it up. With --answers the answers are scored too (answered and refused shares, relevant
+    API named, invented API names, citation validity).
+    """
+    from rag.chain import RagChain
+    from rag.evaluate import best_similarities, evaluate, evaluate_answers, load_qa, load_questions
+    from rag.evaluate import calibrate as calibrate_floor
+    from rag.llm import chat_model
+    from rag.retrieval import MODES
     from rag.service import open_retriever
 
     questions = load_qa(qa)
+    refusals = load_questions(off_topic) if answers or calibrate else []
     settings = RagSettings()
     retriever = open_retriever(settings)
     with Progress(
         TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), console=err, transient=True
     ) as bar:
         task = bar.add_task("eval", total=len(questions))
-        results = evaluate(retriever, questions, on_question=lambda: bar.advance(task))
+        results: dict[str, Any] = evaluate(
+            retriever, questions, on_question=lambda: bar.advance(task)
+        )
+        if refusals:
+            on = best_similarities(retriever, [q.question for q in questions])
+            floor = calibrate_floor(on, best_similarities(retriever, refusals))
+            if calibrate:
+                retriever.index.set_relevance_floor(floor["floor"])
+                retriever.refresh()
+            results["floor"] = {**floor, "in_use": retriever.min_similarity, "stored": calibrate}
+        if answers:
+            bar.update(task, total=len(questions) * 2 + len(refusals), description="answering")
+            llm = chat_model(settings) if settings.generates else None
+            chain = RagChain(retriever, llm, k=settings.rag_k, max_tokens=settings.llm_max_tokens)
+            results["answers"] = asyncio.run(
+                evaluate_answers(chain, questions, refusals, lambda: bar.advance(task))
+            )
     _log_eval(settings, qa, len(questions), retriever.size, results, run_name)
     if as_json:
         out.print_json(json.dumps(results))
@@ -145,9 +188,13 @@ def eval_command(
     table.add_column("mode")
     for name in metrics:
         table.add_column(name, justify="right")
-    for mode, values in results.items():
-        table.add_row(mode, *(f"{values[m]:.3f}" for m in metrics))
+    for mode in MODES:
+        table.add_row(mode, *(f"{results[mode][m]:.3f}" for m in metrics))
     out.print(table)
+    for section in ("floor", "answers"):
+        if section in results:
+            shown = {k: v for k, v in results[section].items() if k != "invented"}
+            out.print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
 
 
 def _log_eval(
@@ -155,7 +202,7 @@ def _log_eval(
     qa: Path,
     questions: int,
     chunks: int,
-    results: dict[str, dict[str, float]],
+    results: dict[str, Any],
     run_name: str | None,
 ) -> None:
     import mlflow
@@ -176,12 +223,21 @@ def _log_eval(
                 "chunk_size": settings.chunk_size,
                 "chunk_overlap": settings.chunk_overlap,
                 "candidates": settings.rag_candidates,
+                "vector_weight": settings.rag_vector_weight,
+                "fuse_documents": settings.rag_fuse_documents,
+                "deprecated_penalty": settings.rag_deprecated_penalty,
+                "stem": settings.rag_stem,
+                "answers": "generated" if settings.generates else "quoted",
                 "k": 10,
             }
         )
-        for mode, values in results.items():
+        for section, values in results.items():
             mlflow.log_metrics(
-                {f"{mode}_{name.replace('@', '_at_')}": value for name, value in values.items()}
+                {
+                    f"{section}_{name.replace('@', '_at_')}": float(value)
+                    for name, value in values.items()
+                    if isinstance(value, int | float)
+                }
             )
         mlflow.log_dict(results, "retrieval_metrics.json")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ import structlog
 from langchain_core.embeddings import Embeddings
 
 from kernel.errors import InvalidInput
-from rag.store import DOC_ID, Index, StoredChunk
+from rag.store import CHUNK_INDEX, DOC_ID, Index, StoredChunk
 
 log = structlog.get_logger(__name__)
 
@@ -22,22 +23,68 @@ MODES = ("hybrid", "vector", "bm25")
 Filters = Mapping[str, Any]
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
-_STOPWORDS_TEXT = """a an and are as at be by can do does for from how i in is it its me my of on
-or so that the this to was what when where which who why will with you your"""
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+# Words of the question, not of its topic: task phrasing ("how can I", "is there a way to").
+_STOPWORDS_TEXT = """a an and any are as at be been but by can could do does doing for from get
+give given how i if in into is it its just me my need of on one or out should so some such that
+the their them then there these this those to up want way we what when where whether which
+while who why will with without would you your python built builtin library standard module"""
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
+# Modules deprecated by PEP 594 or PEP 632: correct answers for almost nobody asking today.
+DEPRECATED = frozenset(
+    [
+        "aifc",
+        "asynchat",
+        "asyncore",
+        "audioop",
+        "cgi",
+        "cgitb",
+        "chunk",
+        "crypt",
+        "distutils",
+        "imghdr",
+        "imp",
+        "mailcap",
+        "msilib",
+        "nis",
+        "nntplib",
+        "ossaudiodev",
+        "pipes",
+        "smtpd",
+        "sndhdr",
+        "spwd",
+        "sunau",
+        "telnetlib",
+        "uu",
+        "xdrlib",
+    ]
+)
 
 
-def tokenize(text: str) -> list[str]:
-    """Split into lowercase words; snake_case names also give their parts."""
+@functools.cache
+def _stemmer() -> Any:
+    import Stemmer  # PyStemmer: Snowball stemmers in C
+
+    return Stemmer.Stemmer("english")
+
+
+def tokenize(text: str, stem: bool = True) -> list[str]:
+    """Split into lowercase words, stemmed; snake_case and CamelCase names also give their parts.
+
+    `TemporaryDirectory` gives `temporarydirectory`, `temporari`, `directori`, so a question
+    saying "temporary directory" meets the class by name.
+    """
     tokens: list[str] = []
     for word in _WORD.findall(text):
         lower = word.lower()
         if lower in _STOPWORDS:
             continue
         tokens.append(lower)
-        parts = [p for p in lower.split("_") if p]
+        parts = [p.lower() for piece in word.split("_") for p in _CAMEL.findall(piece)]
         if len(parts) > 1:
-            tokens.extend(parts)
+            tokens.extend(p for p in parts if p not in _STOPWORDS)
+    if stem and tokens:
+        tokens = list(_stemmer().stemWords(tokens))
     return tokens
 
 
@@ -49,6 +96,7 @@ class Hit:
     score: float
     similarity: float | None = None
     bm25: float | None = None
+    lead: StoredChunk | None = None  # the document's first chunk (title and summary)
 
     @property
     def doc_id(self) -> str:
@@ -99,29 +147,38 @@ def matches(metadata: Mapping[str, Any], filters: Filters) -> bool:
     return True
 
 
-def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> dict[str, float]:
-    """Fuse rankings (ids best first) by reciprocal rank: sum of 1 / (k + rank)."""
+def rrf(
+    rankings: Sequence[Sequence[str]], k: int = RRF_K, weights: Sequence[float] | None = None
+) -> dict[str, float]:
+    """Fuse rankings (ids best first) by reciprocal rank: sum of weight / (k + rank)."""
     scores: dict[str, float] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
         for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
     return scores
 
 
 class KeywordIndex:
     """BM25 over every chunk of the index, held in memory (rebuilt when the index changes)."""
 
-    def __init__(self, chunks: Sequence[StoredChunk]) -> None:
+    def __init__(self, chunks: Sequence[StoredChunk], stem: bool = True) -> None:
         import bm25s
 
         self.chunks = list(chunks)
+        self.stem = stem
+        self.leads = {
+            str(c.metadata.get(DOC_ID, c.id)): c
+            for c in self.chunks
+            if not c.metadata.get(CHUNK_INDEX)
+        }
         self._bm25 = bm25s.BM25()
         if self.chunks:
-            self._bm25.index([tokenize(c.text) or ["_"] for c in self.chunks], show_progress=False)
+            tokens = [tokenize(c.text, stem) or ["_"] for c in self.chunks]
+            self._bm25.index(tokens, show_progress=False)
 
     def search(self, query: str, n: int, filters: Filters) -> list[tuple[StoredChunk, float]]:
         """Return the `n` best chunks with a positive BM25 score, best first."""
-        tokens = tokenize(query)
+        tokens = tokenize(query, self.stem)
         if not self.chunks or not tokens:
             return []
         scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
@@ -153,23 +210,49 @@ class Retriever(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Tuning:
+    """How hybrid retrieval weighs its evidence (each measured on the dev QA split)."""
+
+    candidates: int = 30
+    min_similarity: float = 0.37
+    vector_weight: float = 1.0  # weight of the vector ranking in the fusion (BM25: 1)
+    fuse_documents: bool = True  # fuse per document (best chunk of each), not per chunk
+    deprecated_penalty: float = 0.5  # fused score factor for DEPRECATED modules
+    stem: bool = True  # BM25 on stemmed tokens
+
+
+def _by_document(ranked: Sequence[tuple[StoredChunk, float]]) -> list[tuple[StoredChunk, float]]:
+    """Keep the best-ranked chunk of each document, in rank order."""
+    seen: set[str] = set()
+    kept = []
+    for chunk, score in ranked:
+        doc = str(chunk.metadata.get(DOC_ID, chunk.id))
+        if doc not in seen:
+            seen.add(doc)
+            kept.append((chunk, score))
+    return kept
+
+
 class HybridRetriever:
     """Vector, keyword and hybrid search over one index."""
 
-    def __init__(
-        self,
-        index: Index,
-        embeddings: Embeddings,
-        candidates: int = 30,
-        min_similarity: float = 0.37,
-    ) -> None:
+    def __init__(self, index: Index, embeddings: Embeddings, tuning: Tuning | None = None) -> None:
         self.index = index
         self.embeddings = embeddings
-        self.candidates = candidates
-        self.min_similarity = min_similarity
-        self._keyword = KeywordIndex([])
+        self.tuning = tuning or Tuning()
+        self._keyword = KeywordIndex([], self.tuning.stem)
         self._revision: str | None = None
+        self._floor: float | None = None
         self._lock = threading.Lock()
+
+    @property
+    def min_similarity(self) -> float:
+        """Return the relevance floor: best cosine similarity below it means 'not found'.
+
+        The floor `rag eval --calibrate` stored with the index, else the configured one.
+        """
+        return self.tuning.min_similarity if self._floor is None else self._floor
 
     @property
     def size(self) -> int:
@@ -181,10 +264,11 @@ class HybridRetriever:
         revision = self.index.revision()
         if revision == self._revision:
             return False
-        keyword = KeywordIndex(list(self.index.chunks()))
+        keyword = KeywordIndex(list(self.index.chunks()), self.tuning.stem)
+        floor = self.index.relevance_floor()
         with self._lock:
-            self._keyword, self._revision = keyword, revision
-        log.info("keyword index loaded", chunks=len(keyword.chunks), revision=revision)
+            self._keyword, self._revision, self._floor = keyword, revision, floor
+        log.info("keyword index loaded", chunks=len(keyword.chunks), revision=revision, floor=floor)
         return True
 
     def vector(self, query: str, n: int, filters: Filters) -> list[tuple[StoredChunk, float]]:
@@ -213,28 +297,40 @@ class HybridRetriever:
         """
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        tuning = self.tuning
         filters = check_filters(filters)
-        n = max(self.candidates, k * 4)
+        n = max(tuning.candidates, k * 4)
         vector = self.vector(query, n, filters) if mode != "bm25" or floor else []
         keyword = self.keyword(query, n, filters) if mode != "vector" else []
         best = max((s for _, s in vector), default=None)
         if floor and (best is None or best < self.min_similarity):
             return Retrieval(best_similarity=best, found=False)
-        rankings = {"vector": vector, "bm25": keyword, "hybrid": None}
         similarity = {c.id: s for c, s in vector}
         bm25 = {c.id: s for c, s in keyword}
-        chunks = {c.id: c for c, _ in [*vector, *keyword]}
-        if mode == "hybrid":
-            fused = rrf([[c.id for c, _ in vector], [c.id for c, _ in keyword]])
-        else:
-            ranked = rankings[mode] or []
-            fused = {c.id: 1.0 / (RRF_K + rank) for rank, (c, _) in enumerate(ranked, start=1)}
+        if tuning.fuse_documents:
+            vector, keyword = _by_document(vector), _by_document(keyword)
+        rankings = {"vector": [vector], "bm25": [keyword]}.get(mode, [vector, keyword])
+        weights = [tuning.vector_weight, 1.0] if mode == "hybrid" else [1.0]
+        chunks: dict[str, StoredChunk] = {}
+        keys: list[list[str]] = []
+        for ranked in rankings:
+            keys.append([])
+            for chunk, _ in ranked:
+                key = (
+                    str(chunk.metadata.get(DOC_ID, chunk.id)) if tuning.fuse_documents else chunk.id
+                )
+                chunks.setdefault(key, chunk)
+                keys[-1].append(key)
+        fused = rrf(keys, weights=weights)
+        for key, chunk in chunks.items():
+            if str(chunk.metadata.get("module", "")).split(".")[0] in DEPRECATED:
+                fused[key] *= tuning.deprecated_penalty
         hits: list[Hit] = []
         seen: set[str] = set()
-        for chunk_id in sorted(fused, key=lambda i: -fused[i]):
-            hit = Hit(
-                chunks[chunk_id], fused[chunk_id], similarity.get(chunk_id), bm25.get(chunk_id)
-            )
+        for key in sorted(fused, key=lambda i: -fused[i]):
+            chunk = chunks[key]
+            hit = Hit(chunk, fused[key], similarity.get(chunk.id), bm25.get(chunk.id))
+            hit.lead = self._keyword.leads.get(hit.doc_id)
             if hit.doc_id in seen:
                 continue
             seen.add(hit.doc_id)

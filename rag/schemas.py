@@ -10,6 +10,14 @@ RAG_MODEL = "lakeserve-rag"
 MAX_QUESTION_CHARS = 4000
 MAX_MESSAGES = 64
 FilterValue = str | int | float | bool | list[str | int | float | bool]
+ANSWER_MODES = ("quoted", "generated", "quoted_fallback", "not_found")
+AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
+MODE_DESCRIPTION = (
+    "How the answer was produced: quoted (sentences and examples of the cited sources, "
+    "nothing else), generated (by the LLM, checked against the sources), quoted_fallback "
+    "(the LLM's answer named APIs or sources it was not given, so the quoted answer replaced "
+    "it), not_found (nothing relevant in the documents)."
+)
 
 
 class Turn(BaseModel):
@@ -66,6 +74,7 @@ class QueryResponse(BaseModel):
     query: str = Field(description="The standalone question used for retrieval.")
     citations: list[Citation]
     timings: dict[str, float] = Field(description="Milliseconds per stage.")
+    mode: AnswerMode = Field(description=MODE_DESCRIPTION)
 
 
 class TextPart(BaseModel):
@@ -170,6 +179,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
     citations: list[Citation]
+    mode: AnswerMode = Field(description=MODE_DESCRIPTION)
 
 
 class Delta(BaseModel):
@@ -196,6 +206,9 @@ class ChatCompletionChunk(BaseModel):
         default=None, description="On the first chunk: False when nothing relevant was found."
     )
     usage: Usage | None = None
+    mode: AnswerMode | None = Field(
+        default=None, description="On the last chunk: " + MODE_DESCRIPTION
+    )
 
 
 class ModelCard(BaseModel):
@@ -217,6 +230,9 @@ class RagHealth(BaseModel):
     collection: str
     chunks: int
     llm: str
+    answers: Literal["quoted", "generated"] = Field(
+        default="quoted", description="quoted: from the sources, no LLM; generated: by `llm`."
+    )
     detail: str | None = None
 
 

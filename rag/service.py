@@ -44,8 +44,7 @@ def open_retriever(settings: RagSettings) -> HybridRetriever:
     retriever = HybridRetriever(
         index,
         LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size),
-        candidates=settings.rag_candidates,
-        min_similarity=settings.rag_min_score,
+        settings.tuning(),
     )
     retriever.refresh()
     return retriever
@@ -55,7 +54,7 @@ def open_chain(settings: RagSettings) -> RagChain:
     """Return a ready chain over the configured index and LLM."""
     return RagChain(
         open_retriever(settings),
-        chat_model(settings),
+        chat_model(settings) if settings.generates else None,
         k=settings.rag_k,
         max_tokens=settings.llm_max_tokens,
     )
@@ -115,7 +114,8 @@ class RagService:
             ready=self.chain is not None and chunks > 0,
             collection=self.settings.rag_collection,
             chunks=chunks,
-            llm=self.settings.llm_model,
+            llm=self.settings.llm_model if self.settings.generates else "none",
+            answers="generated" if self.settings.generates else "quoted",
             detail=self.detail if self.chain is None or not chunks else None,
         )
 
@@ -132,6 +132,7 @@ class RagService:
             query=answer.query,
             citations=answer.citations,
             timings=answer.timings,
+            mode=answer.mode,
         )
 
     async def _answer(
@@ -157,6 +158,7 @@ class RagService:
             choices=[Choice(message=ResponseMessage(content=answer.answer))],
             usage=_usage(answer.usage),
             citations=answer.citations,
+            mode=answer.mode,
         )
 
     async def chat_stream(
@@ -191,7 +193,7 @@ class RagService:
                 usage = dict(piece.usage_metadata)  # type: ignore[arg-type]
             if piece.content:
                 yield chunk(Delta(content=str(piece.content)))
-        yield chunk(Delta(), finish_reason="stop", usage=_usage(usage))
+        yield chunk(Delta(), finish_reason="stop", usage=_usage(usage), mode=prepared.mode)
 
 
 def _check_model(request: ChatCompletionRequest) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from kernel.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.retrieval import Tuning
 
 LOCAL_LLM = "smollm2-135m-instruct"
 DEFAULT_EMBEDDING = "all-MiniLM-L6-v2"
@@ -44,8 +48,27 @@ class RagSettings(Settings):
         le=1.0,
         description="Relevance floor: best cosine similarity below it means 'not found'.",
     )
+    rag_vector_weight: float = Field(
+        default=1.0,
+        ge=0,
+        le=10,
+        description="Weight of the vector ranking in the fusion (BM25: 1).",
+    )
+    rag_fuse_documents: bool = Field(
+        default=True, description="Fuse rankings per document (best chunk each), not per chunk."
+    )
+    rag_deprecated_penalty: float = Field(
+        default=0.5, ge=0, le=1, description="Score factor for deprecated modules (distutils...)."
+    )
+    rag_stem: bool = Field(default=True, description="BM25 over stemmed words.")
     rag_refresh_s: float = Field(
         default=10.0, gt=0, description="How often a server checks the index for new data."
+    )
+    answer_mode: Literal["auto", "quoted", "generated"] = Field(
+        default="auto",
+        description="quoted: answers are sentences of the cited sources, no LLM; generated: "
+        "the LLM writes them and a grounding check replaces what the sources do not support; "
+        "auto: generated when LAKESERVE_LLM_BASE_URL is set, else quoted.",
     )
     llm_base_url: str | None = Field(
         default=None,
@@ -71,6 +94,26 @@ class RagSettings(Settings):
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("LAKESERVE_CHUNK_OVERLAP must be smaller than LAKESERVE_CHUNK_SIZE")
         return self
+
+    def tuning(self) -> Tuning:
+        """Return the retrieval tuning these settings describe."""
+        from rag.retrieval import Tuning  # rag.retrieval -> rag.store -> here
+
+        return Tuning(
+            candidates=self.rag_candidates,
+            min_similarity=self.rag_min_score,
+            vector_weight=self.rag_vector_weight,
+            fuse_documents=self.rag_fuse_documents,
+            deprecated_penalty=self.rag_deprecated_penalty,
+            stem=self.rag_stem,
+        )
+
+    @property
+    def generates(self) -> bool:
+        """Return True when an LLM writes the answers (then checked against the sources)."""
+        if self.answer_mode == "auto":
+            return self.llm_base_url is not None
+        return self.answer_mode == "generated"
 
     @property
     def chroma_dir(self) -> Path:

@@ -23,6 +23,8 @@ CHUNK_INDEX = "chunk"
 # Collection metadata: the embedding model that built it, and a token changed by every write.
 MODEL_KEY = "lakeserve:embedding_model"
 REVISION_KEY = "lakeserve:revision"
+# The relevance floor `rag eval --calibrate` measured for this collection's corpus and embedder.
+FLOOR_KEY = "lakeserve:relevance_floor"
 PAGE = 5000
 
 
@@ -106,8 +108,22 @@ class Index:
 
     def bump_revision(self) -> None:
         """Record that the chunks changed, so servers reload their keyword index."""
+        self._set(REVISION_KEY, uuid.uuid4().hex)
+
+    def relevance_floor(self) -> float | None:
+        """Return the calibrated relevance floor stored with the collection, if any."""
+        value = self.metadata.get(FLOOR_KEY)
+        return float(value) if value is not None else None
+
+    def set_relevance_floor(self, floor: float) -> None:
+        """Store a calibrated relevance floor; servers pick it up with their next refresh."""
+        self._set(FLOOR_KEY, round(float(floor), 4))
+        self.bump_revision()
+
+    def _set(self, key: str, value: str | float) -> None:
+        # modify() replaces the whole metadata; the distance space cannot be changed.
         meta = {k: v for k, v in self.metadata.items() if k != "hnsw:space"}
-        meta[REVISION_KEY] = uuid.uuid4().hex
+        meta[key] = value
         self.collection.modify(metadata=meta)
 
     def count(self) -> int:

@@ -16,7 +16,7 @@ import streamlit as st
 import structlog
 
 from kernel.logs import configure_logging
-from rag.chat.client import ApiError, RagClient, Start, Token, history
+from rag.chat.client import ApiError, Finish, RagClient, Start, Token, history
 from rag.chat.metrics import METRICS, ChatMetrics
 from rag.chat.settings import ChatSettings
 
@@ -136,6 +136,15 @@ def show_feedback(message: dict[str, Any], index: int) -> None:
         st.warning(status[1], icon=":material/warning:")
 
 
+# How the API produced an answer (the `mode` of its last event), told to the reader.
+MODES = {
+    "quoted": "Quoted from the sources below: their own sentences and examples.",
+    "generated": "Written by the language model and checked against the sources below.",
+    "quoted_fallback": "The language model's answer named things the sources do not support, "
+    "so the sources are quoted instead.",
+}
+
+
 def show_outcome(message: dict[str, Any], index: int) -> None:
     """Everything of an answer after its text: error, not-found notice, sources, feedback."""
     if message.get("error"):
@@ -149,6 +158,8 @@ def show_outcome(message: dict[str, Any], index: int) -> None:
             icon=":material/search_off:",
         )
         return
+    if message.get("mode") in MODES:
+        st.caption(MODES[message["mode"]])
     if message["citations"]:
         show_sources(message["citations"])
     show_feedback(message, index)
@@ -186,6 +197,8 @@ def answer(question: str, k: int) -> None:
             if isinstance(event, Token):
                 parts.append(event.text)
                 yield event.text
+            elif isinstance(event, Finish):
+                record["mode"] = event.mode
 
     with st.chat_message("assistant", avatar=":material/menu_book:"):
         started = time.perf_counter()

@@ -38,6 +38,13 @@ class Token:
     text: str
 
 
+@dataclass
+class Finish:
+    """The last event: how the answer was produced (quoted, generated, quoted_fallback...)."""
+
+    mode: str
+
+
 class RagClient:
     """Calls one Lakeserve API; every failure becomes an ApiError with a readable message."""
 
@@ -61,8 +68,10 @@ class RagClient:
         body: dict[str, Any] = response.json()
         return body
 
-    def ask(self, messages: list[dict[str, str]], k: int | None = None) -> Iterator[Start | Token]:
-        """Stream an answer to the conversation's last user message: a Start, then tokens."""
+    def ask(
+        self, messages: list[dict[str, str]], k: int | None = None
+    ) -> Iterator[Start | Token | Finish]:
+        """Stream an answer to the conversation's last user message: Start, tokens, Finish."""
         body: dict[str, Any] = {"model": RAG_MODEL, "messages": messages, "stream": True}
         if k is not None:
             body["k"] = k
@@ -107,7 +116,7 @@ def history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return turns
 
 
-def _events(lines: Iterator[str]) -> Iterator[Start | Token]:
+def _events(lines: Iterator[str]) -> Iterator[Start | Token | Finish]:
     started = False
     for line in lines:
         if not line.startswith("data: "):
@@ -132,6 +141,8 @@ def _events(lines: Iterator[str]) -> Iterator[Start | Token]:
             text = (choice.get("delta") or {}).get("content")
             if text:
                 yield Token(text)
+        if event.get("mode"):
+            yield Finish(str(event["mode"]))
     raise ApiError("The answer was interrupted", "the API closed the stream before the end")
 
 

@@ -18,17 +18,50 @@ from lakehouse.tables import Lakehouse
 pytestmark = pytest.mark.integration
 
 
-def test_extraction_documents_public_names_defined_in_the_module() -> None:
-    ids = {record["doc_id"]: record for record in extract.documents("json")}
+def test_extraction_documents_public_names_once_under_the_shortest_public_path() -> None:
+    ids = {record["doc_id"]: record for record in extract.documents(["json", "json.decoder"])}
     assert ids["json"]["kind"] == "module"
     assert ids["json.dumps"]["kind"] == "function"
     assert ids["json.dumps"]["signature"].startswith("(obj, *, skipkeys=False")
     assert not [doc_id for doc_id in ids if any(p.startswith("_") for p in doc_id.split("."))]
-    # JSONDecoder is re-exported by json: it is documented where it is defined.
-    assert "json.JSONDecoder" not in ids
-    decoder = {record["doc_id"]: record for record in extract.documents("json.decoder")}
-    assert decoder["json.decoder.JSONDecoder.decode"]["kind"] == "method"
-    assert " at 0x" not in decoder["json.decoder.JSONDecoder.decode"]["signature"]
+    # JSONDecoder is defined in json.decoder and re-exported by json: users write json.JSONDecoder.
+    assert ids["json.JSONDecoder.decode"]["kind"] == "method"
+    assert " at 0x" not in ids["json.JSONDecoder.decode"]["signature"]
+    assert "json.decoder.JSONDecoder" not in ids
+    assert ids["json.decoder"]["kind"] == "module"
+
+
+# Names people look for that live in C or private modules, in submodules of a package, in a
+# private base class, on a hidden instance or behind a cache decorator.
+EXPECTED = {
+    "bisect.insort": "function", "bisect.bisect_left": "function", "struct.pack": "function",
+    "struct.unpack": "function", "hashlib.sha256": "function", "hashlib.pbkdf2_hmac": "function",
+    "sqlite3.connect": "function", "sqlite3.Connection.execute": "method",
+    "csv.reader": "function", "csv.writer": "function", "pickle.dumps": "function",
+    "pickle.load": "function", "threading.Lock": "function", "heapq.heappush": "function",
+    "itertools.groupby": "class", "math.gcd": "function", "os.path.join": "function",
+    "os.path.splitext": "function", "random.sample": "function", "random.shuffle": "function",
+    "asyncio.run": "function", "asyncio.gather": "function",
+    "concurrent.futures.ThreadPoolExecutor": "class",
+    "argparse.ArgumentParser.add_argument": "method", "ipaddress.IPv4Network.hosts": "method",
+    "urllib.parse.urlsplit": "function", "io.TextIOWrapper.readline": "method",
+}  # fmt: skip
+
+
+def test_names_users_expect_are_documented_under_their_public_names(tmp_path: Path) -> None:
+    output = tmp_path / "docs.jsonl"
+    roots = sorted({name.split(".")[0] for name in EXPECTED})
+    subprocess.run(
+        [sys.executable, "-m", "lakehouse.docs.extract", str(output), *roots], check=True
+    )
+    records = {r["doc_id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    found = {name: records[name]["kind"] for name in EXPECTED if name in records}
+    assert found == EXPECTED
+    assert all(records[name]["docstring"] for name in EXPECTED)
+    # Each object once: not again under the module that defines it or another alias.
+    for duplicate in ("asyncio.runners.run", "posixpath.join", "array.ArrayType", "_bisect.insort"):
+        assert duplicate not in records
+    assert records["os.path.join"]["module"] == "os.path"
 
 
 def test_extraction_walks_subpackages_in_a_child_process(tmp_path: Path) -> None:
@@ -37,7 +70,7 @@ def test_extraction_walks_subpackages_in_a_child_process(tmp_path: Path) -> None
         [sys.executable, "-m", "lakehouse.docs.extract", str(output), "json"], check=True
     )
     ids = {json.loads(line)["doc_id"] for line in output.read_text().splitlines()}
-    assert {"json", "json.decoder", "json.decoder.JSONDecodeError"} <= ids
+    assert {"json", "json.decoder", "json.JSONDecodeError", "json.scanner"} <= ids
 
 
 def test_default_corpus_skips_gui_and_side_effect_modules() -> None:

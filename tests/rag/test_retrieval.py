@@ -14,9 +14,17 @@ from rag.store import StoredChunk
 
 
 def test_tokenize_lowercases_drops_stopwords_and_splits_snake_case() -> None:
-    assert tokenize("How do I use json.dumps with sort_keys?") == [
+    assert tokenize("How do I use json.dumps with sort_keys?", stem=False) == [
         "use", "json", "dumps", "sort_keys", "sort", "keys"
     ]  # fmt: skip
+
+
+def test_tokenize_splits_camel_case_and_stems_so_tasks_meet_names() -> None:
+    question = tokenize("Is there a way to make temporary directories?")
+    name = tokenize("tempfile.TemporaryDirectory(suffix=None)")
+    assert question == ["make", "temporari", "directori"]
+    assert {"temporari", "directori"} <= set(name)
+    assert tokenize("HTTPServer") == ["httpserver", "http", "server"]
 
 
 def test_rrf_rewards_agreement_between_rankings() -> None:

@@ -186,6 +186,9 @@ def full_platform(home: Path, tracking_uri: str, index: IndexEnv) -> Iterator[Pl
         LAKESERVE_CHROMA_URL=index.env["LAKESERVE_CHROMA_URL"],
         LAKESERVE_RAG_COLLECTION=index.env["LAKESERVE_RAG_COLLECTION"],
         LAKESERVE_LLM_MAX_TOKENS=str(LLM_MAX_TOKENS),
+        # The local LLM writes the answers (checked against the sources); quoted answers, the
+        # offline default, are tested in process on the same index (tests/rag/test_quality.py).
+        LAKESERVE_ANSWER_MODE="generated",
     ):
         wait_for_rag(running.url)
         yield running
