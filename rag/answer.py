@@ -25,7 +25,8 @@ EXAMPLE_LINES = 8
 QUOTED_SOURCES = 3
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*(\"'])")
-_MARKER = re.compile(r"\[(\d+)\]")
+# A citation marker, not an index into something (`a[0]` in example code).
+_MARKER = re.compile(r"(?<![\w\])])\[(\d+)\]")
 _DOTTED = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\(")
 _CODE = re.compile(r"```[^\n]*\n(.*?)```|`([^`\n]+)`", re.S)

@@ -143,7 +143,29 @@ def calibrate(on_topic: Sequence[float], off_topic: Sequence[float]) -> dict[str
     return {"floor": round(floor, 4), "answered": round(answered, 4), "refused": round(refused, 4)}
 
 
-_DOTTED = re.compile(r"(?<![\w.])([a-z_][a-z0-9_]*(?:\.[A-Za-z_]\w*)+)")
+# Dotted names outside URLs and e-mail addresses (json.org in "http://json.org" is no API).
+_DOTTED = re.compile(r"(?<![\w./@])([a-z_][a-z0-9_]*(?:\.[A-Za-z_]\w*)+)(?![\w/@])")
+
+
+_MARKER = re.compile(r"(?<![\w\])])\[(\d+)\]")
+_FILES = frozenset(
+    [
+        "py",
+        "pyc",
+        "pyi",
+        "txt",
+        "cfg",
+        "ini",
+        "json",
+        "toml",
+        "html",
+        "xml",
+        "csv",
+        "gz",
+        "zip",
+        "tar",
+    ]
+)
 
 
 def resolves(name: str) -> bool:
@@ -169,14 +191,20 @@ def resolves(name: str) -> bool:
 def invented_names(answer: str) -> list[str]:
     """Return the dotted names of an answer that start with a stdlib module and do not exist."""
     names = {n.rstrip(".") for n in _DOTTED.findall(answer)}
-    return sorted(
-        n for n in names if n.split(".")[0] in sys.stdlib_module_names and not resolves(n)
-    )
+    # Private parts (builtins._) are implementation details, not API claims.
+    claims = [
+        n
+        for n in names
+        if n.split(".")[0] in sys.stdlib_module_names
+        and not any(p.startswith("_") for p in n.split(".")[1:])
+        and n.rsplit(".", 1)[1] not in _FILES  # plistlib.py is a file name
+    ]
+    return sorted(n for n in claims if not resolves(n))
 
 
 def citations_valid(answer: str, sources: int) -> bool:
     """Return True when every [n] marker of an answer points at one of its sources."""
-    return all(1 <= int(n) <= sources for n in re.findall(r"\[(\d+)\]", answer))
+    return all(1 <= int(n) <= sources for n in _MARKER.findall(answer))
 
 
 async def evaluate_answers(

@@ -166,11 +166,9 @@ class KeywordIndex:
 
         self.chunks = list(chunks)
         self.stem = stem
-        self.leads = {
-            str(c.metadata.get(DOC_ID, c.id)): c
-            for c in self.chunks
-            if not c.metadata.get(CHUNK_INDEX)
-        }
+        # The first chunk of each document: its title and summary, for quoted answers.
+        firsts = (c for c in self.chunks if not c.metadata.get(CHUNK_INDEX))
+        self.leads = {str(c.metadata.get(DOC_ID, c.id)): c for c in firsts}
         self._bm25 = bm25s.BM25()
         if self.chunks:
             tokens = [tokenize(c.text, stem) or ["_"] for c in self.chunks]
@@ -216,10 +214,10 @@ class Tuning:
 
     candidates: int = 30
     min_similarity: float = 0.37
-    vector_weight: float = 1.0  # weight of the vector ranking in the fusion (BM25: 1)
+    vector_weight: float = 1.5  # weight of the vector ranking in the fusion (BM25: 1)
     fuse_documents: bool = True  # fuse per document (best chunk of each), not per chunk
     deprecated_penalty: float = 0.5  # fused score factor for DEPRECATED modules
-    stem: bool = True  # BM25 on stemmed tokens
+    stem: bool = False  # BM25 on stemmed tokens
 
 
 def _by_document(ranked: Sequence[tuple[StoredChunk, float]]) -> list[tuple[StoredChunk, float]]:

@@ -82,6 +82,8 @@ def _record(doc_id: str, kind: str, module: str, obj: Any) -> dict[str, str]:
 
 # Modules users reach under another name: os.path is posixpath on this platform.
 ALIASES = {"posixpath": "os.path"}
+# Public C modules behind a facade that re-exports them: os.access, not posix.access.
+FACADES = {"posix": "os"}
 
 
 def _public(module: Any) -> Iterator[tuple[str, Any]]:
@@ -108,7 +110,11 @@ def _exposes(module_name: str, obj: Any) -> bool:
     home = getattr(obj, "__module__", None)
     if not isinstance(home, str):
         return False
-    if home == module_name or home.startswith(module_name + "."):
+    if (
+        home == module_name
+        or home.startswith(module_name + ".")
+        or FACADES.get(home) == module_name
+    ):
         return True
     return any(part.startswith("_") for part in home.split("."))
 
@@ -189,7 +195,9 @@ def main(argv: list[str]) -> None:
         if package is not None:
             names += [root, *_submodules(package)]
     # A requested root brings the modules documented under its name (os -> posixpath).
-    names += [m for m, public in ALIASES.items() if public.split(".")[0] in roots and m not in names]
+    names += [
+        m for m, public in ALIASES.items() if public.split(".")[0] in roots and m not in names
+    ]
     with open(output, "w", encoding="utf-8") as sink:
         for record in documents(names):
             sink.write(json.dumps(record) + "\n")

@@ -28,7 +28,7 @@ from lakehouse.tables import Lakehouse, TableRef
 BRONZE = TableRef("bronze", "docs")
 SILVER = TableRef("silver", "docs")
 GOLD = TableRef("gold", "docs")
-EXTRACTOR_VERSION = "2"  # 2: re-exports under their public names, os.path
+EXTRACTOR_VERSION = "3"  # 2: re-exports under their public names, os.path; 3: os facade
 RULES_VERSION = "1"
 MIN_TEXT_CHARS = 20
 

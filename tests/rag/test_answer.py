@@ -41,7 +41,7 @@ def test_a_quoted_answer_holds_only_sentences_of_its_sources() -> None:
 
 def test_invented_names_and_markers_beyond_the_sources_are_ungrounded() -> None:
     sources = [MKDTEMP[1]]
-    answer = "Use `tempcreate()` or tempfile.mkdtrf [1]; gzip.BZ2File too [3]."
+    answer = "Use `tempcreate()` or tempfile.mkdtrf [1]; gzip.BZ2File too [3]. Not x[5]."
     assert ungrounded(answer, sources) == ["[3]", "gzip.BZ2File", "tempcreate", "tempfile.mkdtrf"]
     assert ungrounded("from io import BufferWriter", sources) == ["io.BufferWriter"]
     grounded = "Call `tempfile.mkdtemp()` [1], e.g. `mkdtemp(dir=path)`; print(len(x)) works."
@@ -103,4 +103,5 @@ def test_the_floor_separates_on_topic_from_off_topic_scores() -> None:
 def test_invented_names_are_stdlib_names_that_do_not_exist() -> None:
     text = "Use tempfile.mkdtrf or tempfile.mkdtemp, os.path.join, gzip.BZ2File; numpy.array."
     assert invented_names(text) == ["gzip.BZ2File", "tempfile.mkdtrf"]
-    assert citations_valid("a [1] b [2]", 2) and not citations_valid("a [3]", 2)
+    assert citations_valid("a [1] b [2], `x[7]`", 2) and not citations_valid("a [3]", 2)
+    assert invented_names("see http://json.org, plistlib.py and builtins._") == []
