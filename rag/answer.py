@@ -89,6 +89,11 @@ def quote(question: str, sources: Sequence[tuple[str, str]]) -> str:
     return "\n\n".join(quoted)
 
 
+def markers(answer: str) -> list[int]:
+    """Return the citation numbers an answer uses ([n], never an index like `a[0]`)."""
+    return [int(m) for m in _MARKER.findall(answer)]
+
+
 def _names(answer: str) -> set[str]:
     """Return the API names an answer states: dotted names anywhere, calls inside code."""
     names = set(_DOTTED.findall(answer))
@@ -116,8 +121,7 @@ def ungrounded(answer: str, sources: Sequence[str]) -> list[str]:
     Flags [n] markers beyond the sources, and API names (dotted names, calls in code) that
     appear in no source; names of other libraries count too, since the sources are the stdlib.
     """
-    problems = [m for m in _MARKER.findall(answer) if not 1 <= int(m) <= len(sources)]
-    problems = [f"[{m}]" for m in problems]
+    problems = [f"[{m}]" for m in markers(answer) if not 1 <= m <= len(sources)]
     text = "\n".join(sources)
     for name in sorted(_names(answer)):
         top = name.split(".")[0]

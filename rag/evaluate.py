@@ -16,6 +16,7 @@ from typing import Any
 
 from kernel.errors import DataError
 from lakehouse.docs.extract import SKIP
+from rag.answer import markers
 from rag.chain import RagChain
 from rag.retrieval import MODES, HybridRetriever
 
@@ -147,7 +148,6 @@ def calibrate(on_topic: Sequence[float], off_topic: Sequence[float]) -> dict[str
 _DOTTED = re.compile(r"(?<![\w./@])([a-z_][a-z0-9_]*(?:\.[A-Za-z_]\w*)+)(?![\w/@])")
 
 
-_MARKER = re.compile(r"(?<![\w\])])\[(\d+)\]")
 _FILES = frozenset(
     [
         "py",
@@ -204,7 +204,7 @@ def invented_names(answer: str) -> list[str]:
 
 def citations_valid(answer: str, sources: int) -> bool:
     """Return True when every [n] marker of an answer points at one of its sources."""
-    return all(1 <= int(n) <= sources for n in _MARKER.findall(answer))
+    return all(1 <= n <= sources for n in markers(answer))
 
 
 async def evaluate_answers(
