@@ -29,8 +29,8 @@ BRONZE = TableRef("bronze", "docs")
 SILVER = TableRef("silver", "docs")
 GOLD = TableRef("gold", "docs")
 EXTRACTOR_VERSION = "3"  # 2: re-exports under their public names, os.path; 3: os facade
-RULES_VERSION = "1"
-MIN_TEXT_CHARS = 20
+RULES_VERSION = "2"  # 2: short docstrings are kept ("Support for flags" is enum.Flag)
+MIN_TEXT_CHARS = 8
 
 BRONZE_SCHEMA = pa.schema(
     [
@@ -73,6 +73,11 @@ def _extract(modules: list[str] | None) -> pa.Table:
     return table.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
 
 
+def _names_only(doc_id: str, text: str) -> bool:
+    """True for a docstring that only repeats the name (ast.Del: "Del")."""
+    return text.rstrip(".").lower() == doc_id.rsplit(".", 1)[-1].lower()
+
+
 def _clean(bronze: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     """Apply the silver rules; return kept rows and counts per rule."""
     rows = bronze.to_pylist()
@@ -84,7 +89,7 @@ def _clean(bronze: pa.Table) -> tuple[pa.Table, dict[str, int]]:
             counts["empty_docstring"] += 1
         elif row["doc_id"] in seen:
             counts["duplicate_doc_id"] += 1
-        elif len(text) < MIN_TEXT_CHARS:
+        elif len(text) < MIN_TEXT_CHARS or _names_only(row["doc_id"], text):
             counts["too_short"] += 1
         else:
             seen.add(row["doc_id"])

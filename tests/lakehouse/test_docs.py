@@ -97,7 +97,16 @@ def test_gold_docs_are_clean_unique_and_hashed(lake: Lakehouse) -> None:
     for row in gold:
         assert row["text"].startswith(row["title"])
         assert row["content_hash"] == hashlib.sha256(row["text"].encode()).hexdigest()
-        assert len(row["text"]) > len(row["title"]) + 20
+        assert len(row["text"]) >= len(row["title"]) + 2 + 8
+
+
+def test_short_docstrings_that_say_what_a_name_is_are_kept(lake: Lakehouse) -> None:
+    results = seed_docs(lake, ["enum", "threading", "ast"])
+    ids = {row["doc_id"] for row in lake.read(GOLD).to_pylist()}
+    # "Support for flags" and "Thread-local data": short, and all users get to read.
+    assert {"enum.Flag", "threading.local"} <= ids
+    assert "ast.Del" not in ids  # its docstring is "Del"
+    assert results[1].rejected["too_short"] > 0
 
 
 def test_rerun_writes_nothing_and_unchanged_docs_keep_updated_at(lake: Lakehouse) -> None:
