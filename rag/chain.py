@@ -17,7 +17,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from kernel.errors import RequestError, Upstream
 from rag.answer import quote, ungrounded
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
-from rag.schemas import Citation
+from rag.schemas import HISTORY_MESSAGES, Citation
 
 NOT_FOUND = "I could not find this in the documents."
 # quoted: from the sources only; generated: by the LLM, checked against the sources;
@@ -25,7 +25,6 @@ NOT_FOUND = "I could not find this in the documents."
 AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
 SNIPPET_CHARS = 300
 SOURCE_CHARS = 700  # per source in the prompt: small models have small context windows
-HISTORY_MESSAGES = 6
 HISTORY_CHARS = 1000  # per earlier message: keeps long conversations inside small context windows
 
 ANSWER_PROMPT = ChatPromptTemplate.from_messages(

@@ -8,7 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RAG_MODEL = "lakeserve-rag"
 MAX_QUESTION_CHARS = 4000
-MAX_MESSAGES = 64
+MAX_MESSAGES = 64  # /rag/query history
+MAX_CHAT_MESSAGES = 256  # /v1/chat/completions: OpenAI clients send the whole conversation
+HISTORY_MESSAGES = (
+    6  # earlier messages an answer uses (the rewrite and the prompt); older ones are ignored
+)
+TURN_CHARS = MAX_QUESTION_CHARS * 4
 FilterValue = str | int | float | bool | list[str | int | float | bool]
 ANSWER_MODES = ("quoted", "generated", "quoted_fallback", "not_found")
 AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
@@ -26,7 +31,7 @@ class Turn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant"]
-    content: str = Field(max_length=MAX_QUESTION_CHARS * 4)
+    content: str = Field(max_length=TURN_CHARS)
 
 
 class QueryRequest(BaseModel):
@@ -116,7 +121,12 @@ class ChatCompletionRequest(BaseModel):
     )
 
     model: str = Field(description=f"Must be {RAG_MODEL}.")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=MAX_CHAT_MESSAGES,
+        description=f"The conversation; answers use the last {HISTORY_MESSAGES} earlier user and "
+        "assistant messages (each cut to 1,000 characters) and the final user message.",
+    )
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1, le=8192)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
@@ -141,11 +151,10 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
     def as_query(self) -> QueryRequest:
-        """Return the question, the history and the retrieval options."""
+        """Return the question, the history an answer uses and the retrieval options."""
+        earlier = [m for m in self.messages[:-1] if m.role in ("user", "assistant")]
         history = [
-            Turn(role=m.role, content=m.text())
-            for m in self.messages[:-1]
-            if m.role in ("user", "assistant")
+            Turn(role=m.role, content=m.text()[:TURN_CHARS]) for m in earlier[-HISTORY_MESSAGES:]
         ]
         return QueryRequest(
             question=self.messages[-1].text(), k=self.k, filters=self.filters, history=history

@@ -13,7 +13,7 @@ import structlog
 from pydantic import BaseModel, Field
 from ray import serve
 
-from kernel.errors import NotFound
+from kernel.errors import InvalidInput, NotFound
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel, Registry
 from serving.options import ModelSpec, ServingOptions
@@ -21,6 +21,7 @@ from serving.options import ModelSpec, ServingOptions
 log = structlog.get_logger(__name__)
 Prediction = tuple[np.ndarray, str]
 Rows = dict[str, np.ndarray]  # one request's columns, checked against the signature
+Outcome = Prediction | InvalidInput  # per request of a batch: one bad request fails alone
 
 
 class HostedModel(BaseModel):
@@ -68,29 +69,71 @@ class ModelSlot:
     async def predict(self, model: LoadedModel, rows: Rows) -> Prediction:
         """Queue rows checked against `model`; return predictions made by that same version."""
         if self._batch is None:
-            return self.predict_batch([(model, rows)])[0]
-        return await self._batch.predict((model, rows))
+            outcome = self.predict_batch([(model, rows)])[0]
+        else:
+            outcome = await self._batch.predict((model, rows))
+        if isinstance(outcome, InvalidInput):
+            raise outcome
+        return outcome
 
-    def predict_batch(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Prediction]:
+    def predict_batch(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Outcome]:
         """Predict queued requests, one model call per version among them.
 
         Each request carries the version it was checked against, so a version swapped in while
-        it waited neither answers it nor sees rows shaped for another signature.
+        it waited neither answers it nor sees rows shaped for another signature. When the model
+        raises on a batch, its requests are retried one by one: only those the model cannot
+        predict fail (422, with the model's message), never the other clients in the batch.
         """
-        results: list[Prediction | None] = [None] * len(batch)
+        results: list[Outcome | None] = [None] * len(batch)
         groups: dict[int, list[int]] = {}
         for position, (model, _) in enumerate(batch):
             groups.setdefault(id(model), []).append(position)
         for positions in groups.values():
             model = batch[positions[0]][0]
-            items = [batch[p][1] for p in positions]
-            frame = model.schema.frame(items)
-            predictions = model.predict(frame)
-            self._metrics.observe_batch(model.name, model.version, len(items), len(frame))
-            bounds = np.cumsum([len(next(iter(rows.values()))) for rows in items])[:-1]
-            for position, part in zip(positions, np.split(predictions, bounds), strict=True):
-                results[position] = (part, model.version)
+            try:
+                outcomes: list[Outcome] = list(
+                    self._predict(model, [batch[p][1] for p in positions])
+                )
+            except Exception as exc:
+                if len(positions) == 1:
+                    outcomes = [self._failed(model, exc)]
+                else:
+                    log.warning(
+                        "batch failed, retrying its requests one by one",
+                        model=model.name, version=model.version, requests=len(positions),
+                    )  # fmt: skip
+                    outcomes = [self._alone(model, batch[p][1]) for p in positions]
+            for position, outcome in zip(positions, outcomes, strict=True):
+                results[position] = outcome
         return [result for result in results if result is not None]
+
+    def _predict(self, model: LoadedModel, items: list[Rows]) -> list[Prediction]:
+        frame = model.schema.frame(items)
+        predictions = np.asarray(model.predict(frame))
+        if len(predictions) != len(frame):
+            raise ValueError(
+                f"the model returned {len(predictions)} predictions for {len(frame)} rows"
+            )
+        self._metrics.observe_batch(model.name, model.version, len(items), len(frame))
+        bounds = np.cumsum([len(next(iter(rows.values()))) for rows in items])[:-1]
+        return [(part, model.version) for part in np.split(predictions, bounds)]
+
+    def _alone(self, model: LoadedModel, rows: Rows) -> Outcome:
+        try:
+            return self._predict(model, [rows])[0]
+        except Exception as exc:
+            return self._failed(model, exc)
+
+    @staticmethod
+    def _failed(model: LoadedModel, exc: Exception) -> InvalidInput:
+        """The answer to a request the model raised on: its rows passed the signature check."""
+        message = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning(
+            "model cannot predict a request", model=model.name, version=model.version, error=message
+        )
+        return InvalidInput(
+            f"model {model.name} version {model.version} cannot predict these rows: {message}"
+        )
 
 
 def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
@@ -101,7 +144,7 @@ def _batcher(max_batch_size: int, wait_s: float) -> Callable[[ModelSlot], Any]:
             self.slot = slot
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=wait_s)
-        async def predict(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Prediction]:
+        async def predict(self, batch: list[tuple[LoadedModel, Rows]]) -> list[Outcome]:
             return self.slot.predict_batch(batch)
 
     return Batcher

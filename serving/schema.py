@@ -119,27 +119,69 @@ def _typed(column: Column, values: Any) -> np.ndarray:
         raise InvalidInput(f"column {column.name}: expected {expected}, got {array.dtype} values")
     if expected in {"string", "boolean"}:
         return array.astype(_TYPES[expected][1])
-    as_float = array.astype("float64")
-    if np.isnan(as_float).any():
-        row = int(np.flatnonzero(np.isnan(as_float))[0])
-        raise InvalidInput(f"column {column.name}: missing value at row {row}")
-    if expected in {"long", "integer"}:
-        if not np.all(np.mod(as_float, 1) == 0):
-            row = int(np.flatnonzero(np.mod(as_float, 1) != 0)[0])
+    return _numbers(column, array)
+
+
+def _numbers(column: Column, array: np.ndarray) -> np.ndarray:
+    """Return a numeric column with its dtype once every value is finite and fits it.
+
+    JSON allows `Infinity`, `NaN`, `1e400` (read as inf) and integers of any length: each is a
+    422 naming the column and row, never a value the model sees or an overflow in the cast.
+    """
+    dtype = np.dtype(_TYPES[column.type][1])
+    integral = dtype.kind == "i"
+    if array.dtype == object:  # JSON values, checked exactly (a float64 rounds big integers)
+        for row, value in enumerate(array):
+            _check_number(column, row, value, dtype)
+        return array.astype(dtype)
+    values = array.astype("float64")
+    bad = ~np.isfinite(values)
+    if integral:
+        bad |= np.mod(np.where(bad, 0, values), 1) != 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        _check_number(column, row, array[row].item(), dtype)
+    limits = np.iinfo(dtype) if integral else np.finfo(dtype)
+    if array.dtype.kind in "iu" and integral:  # exact: compare the integers themselves
+        outside = (array < limits.min) | (array > limits.max)
+    else:
+        outside = (values < float(limits.min)) | (values > float(limits.max))
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        _check_number(column, row, array[row].item(), dtype)
+    return array.astype(dtype)
+
+
+def _check_number(column: Column, row: int, value: Any, dtype: np.dtype[Any]) -> None:
+    """Raise InvalidInput unless `value` is a finite number that `dtype` holds exactly enough."""
+    where = f"column {column.name}"
+    if isinstance(value, float | np.floating):
+        if np.isnan(value):
+            raise InvalidInput(f"{where}: missing value at row {row}")
+        if np.isinf(value):
             raise InvalidInput(
-                f"column {column.name}: expected {expected}, got {array[row]!r} at row {row}"
+                f"{where}: {value!r} at row {row} is not a finite number (JSON Infinity, or a "
+                f"literal beyond the {column.type} range)"
             )
-        bounds = np.iinfo(_TYPES[expected][1])
-        outside = (as_float < bounds.min) | (as_float > bounds.max)
-        if array.dtype.kind in "iu":  # exact check: float64 rounds large integers
-            outside = (array < bounds.min) | (array > bounds.max)
-        if outside.any():
-            row = int(np.flatnonzero(outside)[0])
-            raise InvalidInput(
-                f"column {column.name}: {array[row]!r} at row {row} is outside the "
-                f"{expected} range [{bounds.min}, {bounds.max}]"
-            )
-    return array.astype(_TYPES[expected][1])
+        if dtype.kind == "i" and not float(value).is_integer():
+            raise InvalidInput(f"{where}: expected {column.type}, got {value!r} at row {row}")
+    limits = np.iinfo(dtype) if dtype.kind == "i" else np.finfo(dtype)
+    low, high = (
+        (int(limits.min), int(limits.max)) if dtype.kind == "i" else (-limits.max, limits.max)
+    )
+    try:
+        inside = low <= (int(value) if dtype.kind == "i" else float(value)) <= high
+    except OverflowError:  # an integer literal too long for a float
+        inside = False
+    if not inside:
+        shown = (
+            repr(value)
+            if len(repr(value)) <= 40
+            else f"{repr(value)[:20]}... ({len(repr(value))} digits)"
+        )
+        raise InvalidInput(
+            f"{where}: {shown} at row {row} is outside the {column.type} range [{low}, {high}]"
+        )
 
 
 def _is_string(value: Any) -> bool:

@@ -13,6 +13,7 @@ from lakeserve.api.routes import health, metrics, models, openai, predict, v2
 from lakeserve.api.routes import rag as rag_routes
 from rag.api import RagApi
 from rag.feedback import FeedbackStore
+from rag.schemas import ChatCompletionRequest, FeedbackRequest, QueryRequest
 from serving.host import ModelHost
 from serving.invocations import InvocationRequest
 from serving.v2 import InferRequest
@@ -58,5 +59,8 @@ def create_app(
         if feedback is not None:
             app.include_router(rag_routes.feedback)
         app.include_router(openai.router)
-    install_openapi(app, [InferRequest, InvocationRequest])
+    install_openapi(
+        app,
+        [InferRequest, InvocationRequest, QueryRequest, FeedbackRequest, ChatCompletionRequest],
+    )
     return app

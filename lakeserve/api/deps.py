@@ -10,9 +10,12 @@ Each is an `Annotated` alias, so a route states what it needs in its signature:
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from kernel.errors import PayloadTooLarge, Unauthorized
 from rag.api import RagApi
@@ -85,6 +88,28 @@ class LimitedBody:
 def limited_body(request: Request) -> LimitedBody:
     """Return the body reader with the host's limit (read lazily, inside the route's metrics)."""
     return LimitedBody(request, get_host(request).options.max_body_bytes)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """Return a dependency that reads the body within the limit and validates it as `model`.
+
+    Routes take their JSON body this way rather than as a FastAPI body parameter, which is
+    read and parsed before any dependency runs: here the router's auth check comes first, and
+    nothing past the size limit is read. Errors are those of FastAPI's own validation.
+    """
+
+    async def parse(request: Request) -> M:
+        raw = await limited_body(request).read()
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            errors: list[Any] = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+            raise RequestValidationError(errors) from None
+
+    return parse
 
 
 HostDep = Annotated[ModelHost, Depends(get_host)]

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from rag.chat.settings import ChatSettings
-from rag.schemas import RAG_MODEL
+from rag.schemas import HISTORY_MESSAGES, RAG_MODEL
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -103,7 +103,8 @@ def history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Return the turns to send with the next question: the page's (question, answer) pairs.
 
     Exchanges whose answer failed are left out; the API keeps no state, so this is all the
-    context a follow-up question gets.
+    context a follow-up question gets. Only the last HISTORY_MESSAGES are sent: the API
+    answers with those and ignores older ones, so a long conversation never meets its limits.
     """
     turns: list[dict[str, str]] = []
     for question, answer in zip(messages[::2], messages[1::2], strict=False):
@@ -113,7 +114,7 @@ def history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
             {"role": "user", "content": question["content"]},
             {"role": "assistant", "content": answer["content"]},
         ]
-    return turns
+    return turns[-HISTORY_MESSAGES:]
 
 
 def _events(lines: Iterator[str]) -> Iterator[Start | Token | Finish]:

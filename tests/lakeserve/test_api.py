@@ -162,6 +162,15 @@ def test_model_not_loaded_yet_is_503_and_server_is_not_ready(client: TestClient)
     assert client.get("/v2/health/live").json() == {"live": True}
 
 
+def test_version_readiness_is_404_for_a_version_not_served(client: TestClient) -> None:
+    assert client.get("/v2/models/fare/versions/3/ready").json() == {"name": "fare", "ready": True}
+    for version in ("0", "2", "%20"):
+        response = client.get(f"/v2/models/fare/versions/{version}/ready")
+        assert response.status_code == 404, response.text
+        assert "is not served; @champion is version 3" in response.json()["error"]
+    assert client.get("/v2/models/ghost/versions/1/ready").status_code == 503  # not loaded yet
+
+
 def test_oversized_body_is_413_and_malformed_json_is_400(client: TestClient) -> None:
     big = json.dumps({"dataframe_records": [{**ROW, "rate_code": "x" * 3000}]}).encode()
     response = client.post("/predict/fare", content=big)
@@ -257,6 +266,42 @@ def test_integers_outside_the_signature_type_are_422(client: TestClient) -> None
     )
 
 
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("column", "literal", "message"),
+    [
+        ("trip_distance", "Infinity", "inf at row 0 is not a finite number"),
+        ("trip_distance", "-Infinity", "-inf at row 0 is not a finite number"),
+        ("trip_distance", "1e400", "inf at row 0 is not a finite number"),
+        ("trip_distance", "NaN", "missing value at row 0"),
+        ("trip_distance", HUGE, "99999999999999999999... (400 digits) at row 0 is outside the"),
+        ("passenger_count", HUGE, "99999999999999999999... (400 digits) at row 0 is outside the"),
+        ("passenger_count", "Infinity", "inf at row 0 is not a finite number"),
+        ("passenger_count", "2.5", "expected integer, got 2.5 at row 0"),
+    ],
+)
+def test_numbers_json_allows_but_a_column_cannot_hold_are_422_naming_it(
+    client: TestClient, column: str, literal: str, message: str
+) -> None:
+    # Raw JSON text: Python's parser accepts Infinity, NaN and integers of any length.
+    values = {k: json.dumps(v) for k, v in ROW.items()} | {column: literal}
+    record = "{" + ", ".join(f'"{k}": {v}' for k, v in values.items()) + "}"
+    predict = f'{{"dataframe_records": [{json.dumps(ROW)}, {record}]}}'
+    types = {"trip_distance": "FP64", "passenger_count": "INT32", "is_airport": "BOOL"}
+    tensors = ", ".join(
+        f'{{"name": "{k}", "shape": [1], "datatype": "{types.get(k, "BYTES")}", "data": [{v}]}}'
+        for k, v in values.items()
+    )
+    v2 = f'{{"inputs": [{tensors}]}}'
+    for path, body, row in (("/predict/fare", predict, 1), ("/v2/models/fare/infer", v2, 0)):
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        expected = f"column {column}: " + message.replace("row 0", f"row {row}")
+        assert response.json()["error"].startswith(expected), (path, response.text)
+
+
 def test_bad_binary_data_size_is_400(client: TestClient) -> None:
     header = json.dumps(
         {"inputs": [{"name": "trip_distance", "shape": [1], "datatype": "FP64",
@@ -300,5 +345,7 @@ def test_a_version_swapped_in_while_queued_does_not_answer_requests_checked_befo
         registry.aliases[("fare", "champion")] = "4"
         asyncio.run(host.refresh())
         assert slot.current is not None and slot.current.version == "4"
-        [(predictions, version)] = slot.predict_batch([(old, rows)])
+        [outcome] = slot.predict_batch([(old, rows)])
+        assert isinstance(outcome, tuple)
+        predictions, version = outcome
         assert version == "3" and list(predictions) == [8.0]

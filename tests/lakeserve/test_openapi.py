@@ -53,6 +53,13 @@ def test_bodies_the_routes_read_themselves_are_described(spec: dict[str, Any]) -
     assert predict == {"$ref": "#/components/schemas/InvocationRequest"}
     formats = [one["required"] for one in schemas["InvocationRequest"]["oneOf"]]
     assert formats == [["dataframe_split"], ["dataframe_records"], ["instances"], ["inputs"]]
+    for path, model in (
+        ("/rag/query", "QueryRequest"),
+        ("/rag/feedback", "FeedbackRequest"),
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+    ):
+        assert body_schema(spec, path) == {"$ref": f"#/components/schemas/{model}"}
+    assert schemas["QueryRequest"]["properties"]["k"]["anyOf"][0]["maximum"] == 20
 
 
 def error_ref(spec: dict[str, Any], path: str, method: str, status: str) -> str:

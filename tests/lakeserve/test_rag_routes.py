@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from kernel.errors import NotReady, Upstream
 from lakeserve.api.app import create_app
-from rag.schemas import ChunkChoice, Delta
+from rag.schemas import TURN_CHARS, ChatCompletionRequest, ChunkChoice, Delta
 from tests.utils.fakes import FakeRag, chunk, fake_host
 
 CHAT = {"model": "lakeserve-rag", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -25,6 +25,40 @@ def client_for(backend: FakeRag) -> TestClient:
 def slow() -> Iterator[TestClient]:
     with client_for(FakeRag([], health_delay=30)) as client:
         yield client
+
+
+def test_rag_bodies_are_limited_and_auth_comes_before_reading_them() -> None:
+    host, _ = fake_host({"models": [{"name": "fare"}], "max_body_bytes": 4096})
+    app = create_app(host, api_keys=["k"], rag=FakeRag([chunk(1)]))
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 10_000}]})
+    key = {"Authorization": "Bearer k", "Content-Type": "application/json"}
+    with TestClient(app) as client:
+        for path in ("/rag/query", "/v1/chat/completions"):
+            # Without a key: 401 whatever the body, which is neither read nor parsed.
+            for body in ("{not json", big):
+                response = client.post(path, content=body)
+                assert response.status_code == 401, (path, response.text)
+            response = client.post(path, content=big, headers=key)
+            assert response.status_code == 413, (path, response.text)
+            response = client.post(path, content="{not json", headers=key)
+            assert response.status_code == 400, (path, response.text)
+        response = client.post("/rag/query", json={"question": "hi", "k": 99}, headers=key)
+        assert response.status_code == 422
+        assert response.json()["error"] == "body.k: Input should be less than or equal to 20"
+
+
+def test_chat_history_is_cut_to_what_answers_use_never_rejected() -> None:
+    earlier = [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": f"m{n} " + "x" * 17_000}
+        for n in range(100)
+    ]
+    request = ChatCompletionRequest.model_validate(
+        {"model": "lakeserve-rag", "messages": [*earlier, {"role": "user", "content": "and?"}]}
+    )
+    query = request.as_query()
+    assert [t.content.split()[0] for t in query.history] == [f"m{n}" for n in range(94, 100)]
+    assert all(len(t.content) == TURN_CHARS for t in query.history)
+    assert query.question == "and?"
 
 
 def test_health_that_does_not_answer_in_time_is_503(slow: TestClient) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from rag.chat.client import ApiError, RagClient, Start, Token, history
 from rag.chat.settings import ChatSettings
+from rag.schemas import HISTORY_MESSAGES
 
 CITATION = {"number": 1, "doc_id": "json.dumps", "title": "json.dumps", "snippet": "s", "score": 1}
 
@@ -141,6 +142,19 @@ def test_history_pairs_questions_with_answers_and_skips_failures() -> None:
         {"role": "assistant", "content": "a3"},
     ]
     assert history([]) == []
+
+
+def test_a_long_conversation_sends_only_the_history_the_api_uses() -> None:
+    messages: list[dict[str, Any]] = []
+    for n in range(40):  # 80 messages: more than the API takes, if all were sent
+        messages += [
+            {"role": "user", "content": f"q{n}"},
+            {"role": "assistant", "content": f"a{n}"},
+        ]
+    turns = history(messages)
+    assert len(turns) == HISTORY_MESSAGES
+    assert turns[0] == {"role": "user", "content": f"q{40 - HISTORY_MESSAGES // 2}"}
+    assert turns[-1] == {"role": "assistant", "content": "a39"}
 
 
 def test_settings_reject_a_url_without_scheme() -> None:

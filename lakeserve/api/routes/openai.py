@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from lakeserve.api.deps import Authorized, HostDep, RagDep
+from lakeserve.api.deps import Authorized, HostDep, RagDep, json_body
 from lakeserve.api.errors import INTERNAL, OPENAI_ERROR_RESPONSES, classify, error_body
 from lakeserve.api.observe import rag_call
+from lakeserve.api.openapi import raw_body
 from rag.schemas import ChatCompletion, ChatCompletionRequest, ModelList
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["openai"], dependencies=[Authorized], responses=OPENAI_ERROR_RESPONSES)
 DONE = b"data: [DONE]\n\n"
+CHAT_BODY = raw_body(
+    ChatCompletionRequest,
+    {"model": "lakeserve-rag", "messages": [{"role": "user", "content": "How do I sort a dict?"}]},
+    "An OpenAI chat completion request.",
+)
+Chat = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequest))]
 
 
 def _sse(event: BaseModel | dict[str, Any]) -> bytes:
@@ -41,8 +48,9 @@ async def list_chat_models(rag: RagDep) -> ModelList:
     "/v1/chat/completions",
     response_model=ChatCompletion,
     responses={200: {"content": {"text/event-stream": {}}}},
+    openapi_extra=CHAT_BODY,
 )
-async def chat_completions(request: ChatCompletionRequest, rag: RagDep, host: HostDep) -> Any:
+async def chat_completions(request: Chat, rag: RagDep, host: HostDep) -> Any:
     """OpenAI-compatible chat completion over the documents; `stream: true` gives SSE."""
     if not request.stream:
         return await rag_call(host.metrics, "chat", rag.chat(request))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from lakeserve.api.deps import Authorized, FeedbackDep, HostDep, RagDep
+from lakeserve.api.deps import Authorized, FeedbackDep, HostDep, RagDep, json_body
 from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.observe import rag_call
+from lakeserve.api.openapi import raw_body
 from rag.schemas import FeedbackReceipt, FeedbackRequest, QueryRequest, QueryResponse, RagHealth
 
 HEALTH_TIMEOUT_S = 3.0
@@ -38,16 +39,26 @@ async def rag_health(rag: RagDep) -> Any:
     return JSONResponse(state.model_dump(mode="json"), status_code=200 if state.ready else 503)
 
 
-@router.post("/rag/query", response_model=QueryResponse)
-async def rag_query(request: QueryRequest, rag: RagDep, host: HostDep) -> QueryResponse:
+QUERY_BODY = raw_body(QueryRequest, {"question": "How do I pretty-print JSON?"}, "A question.")
+FEEDBACK_BODY = raw_body(
+    FeedbackRequest,
+    {"rating": "up", "answer_id": "chatcmpl-1", "question": "q", "answer": "a"},
+    "A rating of an answer.",
+)
+Query = Annotated[QueryRequest, Depends(json_body(QueryRequest))]
+Feedback = Annotated[FeedbackRequest, Depends(json_body(FeedbackRequest))]
+
+
+@router.post("/rag/query", response_model=QueryResponse, openapi_extra=QUERY_BODY)
+async def rag_query(request: Query, rag: RagDep, host: HostDep) -> QueryResponse:
     """Answer a question from the documents, with numbered citations and stage timings."""
     return await rag_call(host.metrics, "rag_query", rag.query(request))
 
 
-@feedback.post("/rag/feedback", response_model=FeedbackReceipt, status_code=201)
-async def rag_feedback(
-    request: FeedbackRequest, store: FeedbackDep, host: HostDep
-) -> FeedbackReceipt:
+@feedback.post(
+    "/rag/feedback", response_model=FeedbackReceipt, status_code=201, openapi_extra=FEEDBACK_BODY
+)
+async def rag_feedback(request: Feedback, store: FeedbackDep, host: HostDep) -> FeedbackReceipt:
     """Record a rating (and comment) of an answer in bronze.feedback.
 
     Answers after the Delta commit: a 201 means the feedback is stored.

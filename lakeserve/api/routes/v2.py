@@ -74,9 +74,14 @@ def metadata(host: ModelHost, name: str, version: str | None = None) -> ModelMet
 
 
 def readiness(host: ModelHost, name: str, version: str | None = None) -> JSONResponse:
-    """Answer 200 when `name` (at `version`, if given) is served, 503 otherwise."""
+    """Answer 200 when `name` (at `version`, if given) is served, 503 before it is loaded.
+
+    A version other than the one served is 404, as for its metadata and infer routes.
+    """
     slot = host.slot(name)
-    ok = slot.current is not None and version in (None, slot.current.version)
+    if version is not None and slot.current is not None:
+        inference.loaded(host, name, version)
+    ok = slot.current is not None
     body = ModelReadiness(name=name, ready=ok).model_dump()
     return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -109,7 +114,7 @@ async def get_model_ready(name: str, host: HostDep) -> Any:
 
 @router.get("/v2/models/{name}/versions/{version}/ready", response_model=ModelReadiness)
 async def get_model_version_ready(name: str, version: str, host: HostDep) -> Any:
-    """Return 200 when this version is the one served, 503 otherwise."""
+    """Return 200 when this version is the one served, 404 for another, 503 before loading."""
     return readiness(host, name, version)
 
 
