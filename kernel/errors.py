@@ -90,6 +90,10 @@ class NotReady(RequestError):
     """The model exists but is not loaded yet, or lost its backing store."""
 
 
+class Overloaded(RequestError):
+    """Every slot for this kind of work is taken; retry shortly (503 with Retry-After)."""
+
+
 class Upstream(RequestError):
     """A service the request depends on (LLM endpoint, vector store) failed or timed out."""
 

@@ -6,6 +6,7 @@ never from the decorators here.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import FastAPI
@@ -37,6 +38,7 @@ class ModelServer:
     def __init__(self, options: dict[str, Any], rag: DeploymentHandle | None = None) -> None:
         configure_logging(colors=False)
         self.options = ServingOptions.model_validate(options)
+        self.started = time.monotonic()
         # A replica owns a fraction of a core: native thread pools (OpenMP in tree models)
         # sized for the whole machine oversubscribe it and make every predict call slower.
         threadpool_limits(self.options.model_threads)
@@ -47,6 +49,18 @@ class ModelServer:
         # Feedback is written here, not by a RagServer replica: it must not queue behind
         # generations, and a 201 must mean the Delta commit happened.
         self.feedback = FeedbackStore(Lakehouse(LakehouseSettings())) if rag is not None else None
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica still without a model after the start-up grace is
+        unhealthy, so Serve (and KubeRay) replace it instead of routing traffic to its 503s.
+
+        A replica that loaded its models stays healthy when the registry goes down later: it
+        keeps answering with what it has.
+        """
+        if self.host.ready or time.monotonic() - self.started < self.options.load_grace_s:
+            return
+        missing = {s.spec.name: s.last_error for s in self.host.slots.values() if not s.ready}
+        raise RuntimeError(f"models not loaded after {self.options.load_grace_s:g}s: {missing}")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # The app starts the host (first load, alias following) in its lifespan.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from kernel.errors import RequestError
+from kernel.errors import Overloaded, RequestError
 from rag.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -47,7 +47,15 @@ class RagApi(Protocol):
 
 
 def _unwrap(exc: BaseException) -> BaseException:
-    """Return the domain error a replica raised (Ray wraps it), or the exception itself."""
+    """Return the domain error a replica raised (Ray wraps it), or the exception itself.
+
+    A full queue in front of the RagServer replicas (max_queued_requests) is Overloaded: 503
+    with Retry-After, at once.
+    """
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(exc, BackPressureError):
+        return Overloaded(f"RAG is at capacity: {exc}"[:300])
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, RequestError) else exc
 

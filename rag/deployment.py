@@ -26,5 +26,14 @@ class RagServer(RagService):
         # Opens the index if it exists; otherwise keeps retrying and answers 503 meanwhile.
         self.start()
 
+    def check_health(self) -> None:
+        """Serve's health check: unhealthy only if the thread following the index died.
+
+        No index yet or Chroma down is not a reason to restart: the replica says so on
+        /rag/health and recovers by itself when the index or Chroma comes back.
+        """
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError("the index-follow thread stopped")
+
     def __del__(self) -> None:
         self.stop()

@@ -110,13 +110,14 @@ class RagService:
     async def health(self) -> RagHealth:
         """Return readiness and what is served."""
         chunks = self.chain.retriever.size if self.chain else 0
+        # `detail` is the last refresh's failure: Chroma down flips readiness until it is back.
         return RagHealth(
-            ready=self.chain is not None and chunks > 0,
+            ready=self.chain is not None and chunks > 0 and self.detail is None,
             collection=self.settings.rag_collection,
             chunks=chunks,
             llm=self.settings.llm_model if self.settings.generates else "none",
             answers="generated" if self.settings.generates else "quoted",
-            detail=self.detail if self.chain is None or not chunks else None,
+            detail=self.detail,
         )
 
     async def models(self) -> ModelList:

@@ -27,6 +27,12 @@ class RagSettings(Settings):
     chroma_path: Path | None = Field(
         default=None, description="Embedded Chroma directory. Default: <home>/chroma."
     )
+    chroma_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Bound on every call to a Chroma server (connect and read).",
+    )
     rag_collection: str = Field(
         default="lakeserve-docs", min_length=3, description="Chroma collection of the index."
     )

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import structlog
 
-from kernel.errors import ConfigError, Upstream
+from kernel.errors import ConfigError, NotReady, Upstream
 from rag.plan import IndexedDoc
 from rag.settings import RagSettings
 
@@ -45,17 +46,36 @@ def connect(settings: RagSettings) -> Any:
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     try:
         if settings.chroma_url:
+            # chromadb's HTTP client waits forever (httpx timeout=None), in its constructor too:
+            # a bounded heartbeat first, then every later call gets the same bound.
+            _heartbeat(settings)
             url = urlparse(settings.chroma_url)
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=url.hostname or "127.0.0.1",
                 port=url.port or (443 if url.scheme == "https" else 80),
                 ssl=url.scheme == "https",
                 settings=chroma_settings,
             )
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if isinstance(session, httpx.Client):
+                session.timeout = httpx.Timeout(settings.chroma_timeout_s)
+            return client
         settings.chroma_dir.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except ValueError as exc:  # chromadb reports an unreachable server as ValueError
         raise Upstream(f"cannot reach Chroma at {settings.chroma_target}: {exc}") from exc
+
+
+def _heartbeat(settings: RagSettings) -> None:
+    """Raise Upstream unless the Chroma server answers its heartbeat in time."""
+    url = f"{str(settings.chroma_url).rstrip('/')}/api/v2/heartbeat"
+    try:
+        httpx.get(url, timeout=settings.chroma_timeout_s).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise Upstream(
+            f"cannot reach Chroma at {settings.chroma_target} within "
+            f"{settings.chroma_timeout_s:g}s: {type(exc).__name__}"
+        ) from exc
 
 
 class Index:
@@ -103,8 +123,14 @@ class Index:
     def revision(self) -> str:
         """Return the token the last write left (changes whenever the chunks change)."""
         # Another process (ingestion) may have changed it: read it afresh.
-        self.collection = self.client.get_collection(self.collection.name, embedding_function=None)
-        return str(self.metadata.get(REVISION_KEY, "")) + f":{self.collection.count()}"
+        try:
+            self.collection = self.client.get_collection(
+                self.collection.name, embedding_function=None
+            )
+            count = self.collection.count()
+        except Exception as exc:
+            raise Upstream(f"Chroma: {type(exc).__name__}: {exc}"[:300]) from exc
+        return str(self.metadata.get(REVISION_KEY, "")) + f":{count}"
 
     def bump_revision(self) -> None:
         """Record that the chunks changed, so servers reload their keyword index."""
@@ -176,13 +202,22 @@ class Index:
     def query(
         self, embedding: Sequence[float], n: int, where: dict[str, Any] | None
     ) -> list[tuple[StoredChunk, float]]:
-        """Return the `n` nearest chunks with their cosine similarity, best first."""
-        result = self.collection.query(
-            query_embeddings=[list(embedding)],
-            n_results=n,
-            where=where or None,
-            include=["metadatas", "documents", "distances"],
-        )
+        """Return the `n` nearest chunks with their cosine similarity, best first.
+
+        Raises:
+            NotReady: Chroma is down, hung past its timeout, or failed the query.
+        """
+        try:
+            result = self.collection.query(
+                query_embeddings=[list(embedding)],
+                n_results=n,
+                where=where or None,
+                include=["metadatas", "documents", "distances"],
+            )
+        except Exception as exc:
+            raise NotReady(
+                f"the vector store is unavailable: {type(exc).__name__}: {exc}"[:300]
+            ) from exc
         return [
             (StoredChunk(chunk_id, text or "", dict(meta)), 1.0 - float(distance))
             for chunk_id, text, meta, distance in zip(

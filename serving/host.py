@@ -21,6 +21,7 @@ from serving.options import ModelSpec, ServingOptions
 log = structlog.get_logger(__name__)
 Prediction = tuple[np.ndarray, str]
 Rows = dict[str, np.ndarray]  # one request's columns, checked against the signature
+MAX_BACKOFF_S = 60.0  # longest wait between alias checks of a failing model
 Outcome = Prediction | InvalidInput  # per request of a batch: one bad request fails alone
 
 
@@ -43,6 +44,8 @@ class ModelSlot:
         self.spec = spec
         self.current: LoadedModel | None = None
         self.last_error: str | None = None
+        self.failures = 0  # consecutive failed checks or loads
+        self.retry_at = 0.0  # monotonic time before which the alias is not checked again
         self._metrics = metrics
         # serve.batch needs a Serve replica; outside one (unit tests) requests go one by one.
         self._batch = (
@@ -170,7 +173,7 @@ class ModelHost:
 
     async def start(self) -> None:
         """Load every model once (failures leave it not ready), then follow aliases."""
-        await self.refresh()
+        await self.refresh(force=True)
         self._poller = asyncio.create_task(self._follow_aliases(), name="alias-follower")
 
     async def stop(self) -> None:
@@ -193,10 +196,12 @@ class ModelHost:
         """Return True when every hosted model has a loaded version."""
         return all(slot.ready for slot in self.slots.values())
 
-    async def refresh(self) -> None:
-        """Check every alias once and load the versions that moved."""
+    async def refresh(self, force: bool = False) -> None:
+        """Check every alias (those not backing off, unless `force`); load versions that moved."""
+        now = time.monotonic()
         for slot in self.slots.values():
-            await self._refresh(slot)
+            if force or now >= slot.retry_at:
+                await self._refresh(slot)
 
     async def _refresh(self, slot: ModelSlot) -> None:
         name, alias = slot.spec.name, slot.spec.alias
@@ -208,12 +213,22 @@ class ModelHost:
             loaded = await asyncio.to_thread(self.registry.load, name, version)
         except Exception as exc:  # registry down or alias missing: keep serving what we have
             slot.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("alias check failed", model=name, alias=alias, error=slot.last_error)
+            slot.failures += 1
+            # Back off: the poll interval, doubled per consecutive failure, up to MAX_BACKOFF_S.
+            delay = min(
+                self.options.alias_poll_interval_s * 2 ** (slot.failures - 1), MAX_BACKOFF_S
+            )
+            slot.retry_at = time.monotonic() + delay
+            log.warning(
+                "alias check failed", model=name, alias=alias, error=slot.last_error,
+                failures=slot.failures, retry_in_s=round(delay, 1),
+            )  # fmt: skip
             return
         previous = slot.current.version if slot.current else None
         # One reference swap: requests already batched keep the object they captured.
         slot.current = loaded
         slot.last_error = None
+        slot.failures, slot.retry_at = 0, 0.0
         self.metrics.model_loaded(name, version)
         log.info(
             "model version loaded",

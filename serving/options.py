@@ -23,6 +23,12 @@ class ServingOptions(BaseModel):
     alias_poll_interval_s: float = Field(
         default=10.0, gt=0, description="How often each replica checks the aliases."
     )
+    load_grace_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A replica without every model loaded this long after start fails Serve's "
+        "health check and is replaced.",
+    )
     max_batch_size: int = Field(default=64, ge=1, description="Requests predicted together.")
     batch_wait_timeout_s: float = Field(
         default=0.002, ge=0, description="How long a batch waits to fill."
@@ -32,6 +38,12 @@ class ServingOptions(BaseModel):
         default=1, ge=1, description="Native threads (OpenMP/BLAS) per replica for predict."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    rag_max_concurrent: int = Field(
+        default=32,
+        ge=1,
+        description="RAG calls one ingress replica runs at once; more are 503 with Retry-After, "
+        "so RAG load never takes the slots model inference needs.",
+    )
     rag: bool = Field(
         default=False,
         description="Also host the RAG API (/rag, /v1) through the RagServer deployment.",

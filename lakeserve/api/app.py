@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from lakeserve.api.errors import install_error_handlers
+from lakeserve.api.observe import Budget
 from lakeserve.api.openapi import install_openapi
 from lakeserve.api.routes import health, metrics, models, openai, predict, v2
 from lakeserve.api.routes import rag as rag_routes
@@ -37,10 +40,17 @@ def create_app(
     With `api_keys`, every route but health needs `Authorization: Bearer <key>`.
     """
 
+    watch = rag_routes.HealthWatch(rag) if rag is not None else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await host.start()
+        polling = asyncio.create_task(watch.run(), name="rag-health") if watch else None
         yield
+        if polling is not None:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
         await host.stop()
 
     app = FastAPI(
@@ -50,6 +60,8 @@ def create_app(
     app.state.api_keys = [key.encode() for key in api_keys or []]
     app.state.rag = rag
     app.state.feedback = feedback
+    app.state.rag_health = watch
+    app.state.rag_budget = Budget(host.options.rag_max_concurrent)
     install_error_handlers(app)
     for router in (health.router, v2.router, models.router, predict.router, metrics.router):
         app.include_router(router)

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from kernel.errors import PayloadTooLarge, Unauthorized
+from lakeserve.api.observe import Budget
 from rag.api import RagApi
 from rag.feedback import FeedbackStore
 from serving.host import ModelHost
@@ -39,6 +40,12 @@ def get_feedback(request: Request) -> FeedbackStore:
     """Return the feedback store (POST /rag/feedback exists only when there is one)."""
     store: FeedbackStore = request.app.state.feedback
     return store
+
+
+def get_rag_budget(request: Request) -> Budget:
+    """Return the RAG concurrency budget of this ingress replica."""
+    budget: Budget = request.app.state.rag_budget
+    return budget
 
 
 def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
@@ -116,4 +123,5 @@ HostDep = Annotated[ModelHost, Depends(get_host)]
 RagDep = Annotated[RagApi, Depends(get_rag)]
 FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
 BodyDep = Annotated[LimitedBody, Depends(limited_body)]
+BudgetDep = Annotated[Budget, Depends(get_rag_budget)]
 Authorized = Depends(authorize)

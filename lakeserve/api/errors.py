@@ -27,6 +27,7 @@ from kernel.errors import (
     MalformedRequest,
     NotFound,
     NotReady,
+    Overloaded,
     PayloadTooLarge,
     RequestError,
     Unauthorized,
@@ -56,7 +57,10 @@ ERRORS: dict[type[RequestError], ErrorKind] = {
     InvalidInput: ErrorKind(422, "invalid_input", "invalid_request_error"),
     Upstream: ErrorKind(502, "upstream_error", "server_error"),
     NotReady: ErrorKind(503, "not_ready", "server_error"),
+    Overloaded: ErrorKind(503, "overloaded", "server_error"),
 }
+# Seconds a client should wait before retrying, by error type (sent as Retry-After).
+RETRY_AFTER = {"overloaded": "1", "not_ready": "5"}
 # Routing errors Starlette raises itself (unknown path, wrong method, ...).
 _HTTP_TYPES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -117,7 +121,9 @@ def error_response(request: Request, exc: BaseException) -> JSONResponse:
     """Answer a request that ended with `exc`; 401s carry the auth challenge."""
     problem = classify(exc)
     status = problem.kind.status
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if problem.kind.type in RETRY_AFTER:
+        headers["Retry-After"] = RETRY_AFTER[problem.kind.type]
     body = error_body(problem, openai=request.url.path.startswith(OPENAI_PREFIX))
     return JSONResponse(body, status_code=status, headers=headers)
 

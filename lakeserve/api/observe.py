@@ -6,17 +6,55 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from kernel.errors import Overloaded
 from lakeserve.api.errors import classify
 from serving.metrics import ServingMetrics
 
 T = TypeVar("T")
 
 
-async def rag_call(metrics: ServingMetrics, endpoint: str, work: Awaitable[T]) -> T:
-    """Await `work`, counting its outcome by HTTP status and timing it."""
+class Budget:
+    """How many RAG calls an ingress replica runs at once; past it, 503 at once, no queue.
+
+    RAG answers take seconds and model predictions milliseconds: with its own budget, RAG load
+    cannot take the ingress slots that model inference needs.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def acquire(self) -> None:
+        """Take a slot, or raise Overloaded (the event loop is single-threaded: no lock)."""
+        if self.used >= self.limit:
+            raise Overloaded(f"RAG is at capacity ({self.limit} answers in progress here); retry")
+        self.used += 1
+
+    def release(self) -> None:
+        """Give a slot back."""
+        self.used -= 1
+
+
+async def rag_call(
+    metrics: ServingMetrics, endpoint: str, work: Awaitable[T], budget: Budget | None = None
+) -> T:
+    """Await `work` within `budget`, counting its outcome by HTTP status and timing it."""
     started = time.perf_counter()
     try:
-        result = await work
+        if budget is not None:
+            try:
+                budget.acquire()
+            except Overloaded:
+                close = getattr(work, "close", None)
+                if close is not None:
+                    close()  # the coroutine will never run
+                raise
+            try:
+                result = await work
+            finally:
+                budget.release()
+        else:
+            result = await work
     except Exception as exc:
         metrics.rag_requests.labels(endpoint, str(classify(exc).kind.status)).inc()
         raise

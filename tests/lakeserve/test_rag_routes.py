@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from kernel.errors import NotReady, Upstream
 from lakeserve.api.app import create_app
-from rag.schemas import TURN_CHARS, ChatCompletionRequest, ChunkChoice, Delta
-from tests.utils.fakes import FakeRag, chunk, fake_host
+from rag.schemas import (
+    TURN_CHARS,
+    ChatCompletionRequest,
+    ChunkChoice,
+    Delta,
+    QueryRequest,
+    QueryResponse,
+)
+from tests.utils.fakes import ROW, FakeRag, chunk, fake_host
 
 CHAT = {"model": "lakeserve-rag", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
@@ -61,10 +71,34 @@ def test_chat_history_is_cut_to_what_answers_use_never_rejected() -> None:
     assert query.question == "and?"
 
 
-def test_health_that_does_not_answer_in_time_is_503(slow: TestClient) -> None:
+def test_health_answers_at_once_and_says_when_rag_does_not_answer_in_time(
+    slow: TestClient,
+) -> None:
+    started = time.monotonic()
+    response = slow.get("/rag/health")
+    assert time.monotonic() - started < 1  # probes never wait for a RAG replica
+    assert response.status_code == 503
+    assert response.json()["detail"] == "waiting for the first answer of a RAG replica"
+    time.sleep(3.5)  # the background poll gave up after 3 s
     response = slow.get("/rag/health")
     assert response.status_code == 503
     assert response.json()["detail"] == "no RAG replica answered within 3s (starting or busy)"
+
+
+def test_health_follows_rag_as_it_comes_and_goes() -> None:
+    backend = FakeRag([])
+    with client_for(backend) as client:
+        watch = client.app.state.rag_health  # type: ignore[attr-defined]
+        watch.every_s = 0.05
+        deadline = time.monotonic() + 5
+        while client.get("/rag/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        backend.health_delay = 10  # a replica stops answering
+        deadline = time.monotonic() + 10
+        while client.get("/rag/health").status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_stream_frames_events_and_ends_with_done() -> None:
@@ -123,3 +157,50 @@ def test_stream_events_stay_one_line_whatever_the_text() -> None:
     lines = [line for line in response.text.splitlines() if line]
     assert lines == [lines[0], "data: [DONE]"]
     assert json.loads(lines[0][6:])["choices"][0]["delta"]["content"] == "é\u2028x"
+
+
+class SlowRag(FakeRag):
+    """Answers a query only once released: a long generation holding its slot."""
+
+    def __init__(self) -> None:
+        super().__init__([chunk(1)])
+        self.release = asyncio.Event()
+
+    async def query(self, request: QueryRequest) -> QueryResponse:
+        await self.release.wait()
+        raise NotReady("released")
+
+
+def test_rag_beyond_its_budget_is_503_at_once_and_inference_still_answers() -> None:
+    host, _ = fake_host({"models": [{"name": "fare"}], "rag_max_concurrent": 2})
+    rag = SlowRag()
+    app = create_app(host, rag=rag)
+
+    async def scenario() -> None:
+        await host.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            question = {"question": "How do I parse JSON?"}
+            held = [asyncio.create_task(client.post("/rag/query", json=question)) for _ in range(2)]
+            await asyncio.sleep(0.2)
+            over = await client.post("/rag/query", json=question)
+            assert over.status_code == 503
+            assert over.headers["retry-after"] == "1"
+            assert over.json() == {
+                "error": "RAG is at capacity (2 answers in progress here); retry",
+                "type": "overloaded",
+            }
+            stream = await client.post("/v1/chat/completions", json=CHAT)
+            assert stream.status_code == 503 and stream.json()["error"]["code"] == "overloaded"
+            predicted = await client.post("/predict/fare", json={"dataframe_records": [ROW]})
+            assert predicted.status_code == 200
+            rag.release.set()
+            assert [r.status_code for r in await asyncio.gather(*held)] == [503, 503]
+            assert app.state.rag_budget.used == 0
+            # Slots are back: a stream takes one and gives it back after [DONE].
+            stream = await client.post("/v1/chat/completions", json=CHAT)
+            assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
+            assert app.state.rag_budget.used == 0
+        await host.stop()
+
+    asyncio.run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from serving.host import ModelSlot
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
 from serving.options import ServingOptions
-from tests.utils.fakes import ROW, SCHEMA
+from tests.utils.fakes import ROW, SCHEMA, fake_host
 
 
 class PickyModel:
@@ -59,3 +60,19 @@ def test_the_poisoned_request_gets_its_error_raised() -> None:
     with pytest.raises(InvalidInput, match="cannot predict these rows"):
         asyncio.run(slot().predict(model, rows(-2.0)))
     assert model.predictor.calls == [1]
+
+
+def test_failed_alias_checks_back_off_and_a_success_resets_them() -> None:
+    host, registry = fake_host({"models": [{"name": "fare"}], "alias_poll_interval_s": 1})
+    registry.fail = True
+    slot = host.slot("fare")
+    delays = []
+    for _ in range(8):
+        asyncio.run(host.refresh(force=True))
+        delays.append(round(slot.retry_at - time.monotonic()))
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    asyncio.run(host.refresh())  # backing off: the registry is not even asked
+    assert slot.failures == 8
+    registry.fail = False
+    asyncio.run(host.refresh(force=True))
+    assert slot.ready and slot.failures == 0 and slot.retry_at == 0.0

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from lakeserve.api.deps import Authorized, HostDep, RagDep, json_body
+from kernel.errors import Overloaded
+from lakeserve.api.deps import Authorized, BudgetDep, HostDep, RagDep, json_body
 from lakeserve.api.errors import INTERNAL, OPENAI_ERROR_RESPONSES, classify, error_body
 from lakeserve.api.observe import rag_call
 from lakeserve.api.openapi import raw_body
@@ -50,17 +51,27 @@ async def list_chat_models(rag: RagDep) -> ModelList:
     responses={200: {"content": {"text/event-stream": {}}}},
     openapi_extra=CHAT_BODY,
 )
-async def chat_completions(request: Chat, rag: RagDep, host: HostDep) -> Any:
+async def chat_completions(request: Chat, rag: RagDep, host: HostDep, budget: BudgetDep) -> Any:
     """OpenAI-compatible chat completion over the documents; `stream: true` gives SSE."""
     if not request.stream:
-        return await rag_call(host.metrics, "chat", rag.chat(request))
+        return await rag_call(host.metrics, "chat", rag.chat(request), budget)
+    # A stream holds its slot of the budget until its last event.
+    try:
+        budget.acquire()
+    except Overloaded:
+        host.metrics.rag_requests.labels("chat_stream", "503").inc()
+        raise
     events = rag.chat_stream(request)
-    # Retrieval happens before the first event: its errors become proper HTTP statuses.
-    first = await rag_call(host.metrics, "chat_stream", anext(events))
+    try:
+        # Retrieval happens before the first event: its errors become proper HTTP statuses.
+        first = await rag_call(host.metrics, "chat_stream", anext(events))
+    except BaseException:
+        budget.release()
+        raise
 
     async def body() -> AsyncIterator[bytes]:
-        yield _sse(first)
         try:
+            yield _sse(first)
             async for event in events:
                 yield _sse(event)
         except Exception as exc:
@@ -69,6 +80,8 @@ async def chat_completions(request: Chat, rag: RagDep, host: HostDep) -> Any:
             if problem.kind == INTERNAL:
                 log.exception("stream failed", path="/v1/chat/completions")
             yield _sse(error_body(problem, openai=True))
+        finally:
+            budget.release()
         yield DONE
 
     return StreamingResponse(
