@@ -5,6 +5,7 @@ LakeserveError            exit 1  anything we did not expect
  +-- DataError            exit 3  table missing, schema mismatch, empty data
  +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
  +-- WorkloadStuck        exit 6  a submitted Kubernetes workload cannot start
+ +-- Busy                 exit 7  another run holds the lock (e.g. an ingest of the collection)
  +-- RequestError         a request cannot be served; the HTTP edge (lakeserve/api/errors.py)
       |                   maps each subclass to one status and error type:
       +-- MalformedRequest        400
@@ -14,6 +15,7 @@ LakeserveError            exit 1  anything we did not expect
       +-- InvalidInput            422
       +-- Upstream        exit 5  502  a service it depends on (Chroma, LLM endpoint) failed
       +-- NotReady                503
+      +-- Overloaded              503  every slot for this work is taken (Retry-After)
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ class WorkloadStuck(LakeserveError):
     """A submitted Kubernetes workload cannot start (image not pullable, missing Secret key)."""
 
     exit_code = 6
+
+
+class Busy(LakeserveError):
+    """Another run holds the lock this one needs (one ingest per collection at a time)."""
+
+    exit_code = 7
 
 
 # Request errors raised by model and RAG code; the HTTP edge maps each to one status code.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,13 +19,14 @@ from kernel.errors import DataError
 from kernel.settings import RaySettings
 from lakehouse.tables import Lakehouse, TableRef
 from rag.chunking import Chunk
-from rag.plan import SourceDoc, chunk_fingerprint, plan_sync
+from rag.plan import Plan, SourceDoc, chunk_fingerprint, plan_sync
 from rag.settings import RagSettings
 from rag.store import CHUNK_INDEX, DOC_ID, FINGERPRINT, Index
 
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[int], None]
+LEASE_TTL_S = 120.0  # a killed ingest blocks the next one at most this long
 
 
 @dataclass(frozen=True)
@@ -136,21 +140,51 @@ def ingest(
     started = time.monotonic()
     docs, table_version = read_documents(lake, ref, mapping, version)
     index = Index.open(settings, create=True)
+    # One ingest per collection: a second one exits (Busy, exit 7) instead of interleaving.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    index.take_lease(owner, LEASE_TTL_S)
+    try:
+        size, overlap = settings.chunk_size, settings.chunk_overlap
+        plan = plan_sync(docs, index.state(), size, overlap)
+        summary = IngestSummary(
+            table=str(ref),
+            table_version=table_version,
+            collection=settings.rag_collection,
+            added=plan.added,
+            updated=plan.updated,
+            deleted=plan.deleted,
+            unchanged=plan.unchanged,
+            executor=executor,
+        )
+        log.info("ingest plan", **summary.as_dict())
+        if on_plan:
+            on_plan(len(plan.write))
+        if not plan.empty:
+            _write(index, plan, summary, settings, ray_settings, write_batch, owner, on_progress)
+    finally:
+        index.release_lease(owner)
+    summary.chunks_total = index.count()
+    summary.seconds = round(time.monotonic() - started, 2)
+    if summary.chunks_written:
+        summary.chunks_per_s = round(summary.chunks_written / summary.seconds, 1)
+    return summary
+
+
+def _write(
+    index: Index,
+    plan: Plan,
+    summary: IngestSummary,
+    settings: RagSettings,
+    ray_settings: RaySettings | None,
+    write_batch: int,
+    owner: str,
+    on_progress: Progress | None,
+) -> None:
+    """Apply a plan under the lease; the revision moves before the first write and after the
+    last, so replicas reload after any write, even of an ingest killed halfway."""
     size, overlap = settings.chunk_size, settings.chunk_overlap
-    plan = plan_sync(docs, index.state(), size, overlap)
-    summary = IngestSummary(
-        table=str(ref),
-        table_version=table_version,
-        collection=settings.rag_collection,
-        added=plan.added,
-        updated=plan.updated,
-        deleted=plan.deleted,
-        unchanged=plan.unchanged,
-        executor=executor,
-    )
-    log.info("ingest plan", **summary.as_dict())
-    if on_plan:
-        on_plan(len(plan.write))
+    index.bump_revision()
+    renewed = time.monotonic()
     if plan.delete:
         index.delete(plan.delete)
         summary.chunks_deleted = len(plan.delete)
@@ -161,19 +195,16 @@ def ingest(
         )
     if records:
         items = [{"id": cid, "text": text} for cid, (text, _) in records.items()]
-        embed = _embed_with_ray if executor == "ray" else _embed_in_process
+        embed = _embed_with_ray if summary.executor == "ray" else _embed_in_process
         for ids, vectors in embed(items, settings, ray_settings or RaySettings(), write_batch):
             index.upsert(ids, vectors, [records[i][0] for i in ids], [records[i][1] for i in ids])
             summary.chunks_written += len(ids)
             if on_progress:
                 on_progress(len(ids))
-    if not plan.empty:
-        index.bump_revision()
-    summary.chunks_total = index.count()
-    summary.seconds = round(time.monotonic() - started, 2)
-    if summary.chunks_written:
-        summary.chunks_per_s = round(summary.chunks_written / summary.seconds, 1)
-    return summary
+            if time.monotonic() - renewed > LEASE_TTL_S / 3:
+                index.renew_lease(owner, LEASE_TTL_S)
+                renewed = time.monotonic()
+    index.bump_revision()
 
 
 Batches = Iterator[tuple[list[str], np.ndarray]]

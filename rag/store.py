@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -11,7 +14,7 @@ from urllib.parse import urlparse
 import httpx
 import structlog
 
-from kernel.errors import ConfigError, NotReady, Upstream
+from kernel.errors import Busy, ConfigError, NotReady, Upstream
 from rag.plan import IndexedDoc
 from rag.settings import RagSettings
 
@@ -26,6 +29,8 @@ MODEL_KEY = "lakeserve:embedding_model"
 REVISION_KEY = "lakeserve:revision"
 # The relevance floor `rag eval --calibrate` measured for this collection's corpus and embedder.
 FLOOR_KEY = "lakeserve:relevance_floor"
+LEASE_KEY = "lakeserve:ingest_lease"  # "<owner> <expires, epoch s>": one ingest at a time
+LEASE_SETTLE_S = 0.5
 PAGE = 5000
 
 
@@ -64,6 +69,25 @@ def connect(settings: RagSettings) -> Any:
         return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
     except ValueError as exc:  # chromadb reports an unreachable server as ValueError
         raise Upstream(f"cannot reach Chroma at {settings.chroma_target}: {exc}") from exc
+
+
+def _alive(owner: str) -> bool:
+    """False when `owner` ("host:pid:nonce") is a process of this host that no longer runs.
+
+    A killed ingest on this machine gives the lease back at once; on another host (a Job's
+    pod) its lease ends with its TTL.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _heartbeat(settings: RagSettings) -> None:
@@ -135,6 +159,49 @@ class Index:
     def bump_revision(self) -> None:
         """Record that the chunks changed, so servers reload their keyword index."""
         self._set(REVISION_KEY, uuid.uuid4().hex)
+
+    def take_lease(self, owner: str, ttl_s: float) -> None:
+        """Take the collection's ingest lease, or raise Busy while another run holds it.
+
+        Chroma has no compare-and-set: the lease is written, then read back after a pause, so
+        of two runs starting together the last writer keeps it and the other exits. A killed
+        run's lease expires after `ttl_s`; a live run renews it (`renew_lease`).
+        """
+        holder = self._lease(reload=True)
+        if (
+            holder is not None
+            and holder[0] != owner
+            and holder[1] > time.time()
+            and _alive(holder[0])
+        ):
+            raise Busy(
+                f"another ingest ({holder[0]}) is writing collection {self.collection.name!r}; "
+                f"its lease ends in {holder[1] - time.time():.0f}s unless renewed"
+            )
+        self.renew_lease(owner, ttl_s)
+        time.sleep(LEASE_SETTLE_S)
+        holder = self._lease(reload=True)
+        if holder is None or holder[0] != owner:
+            raise Busy(f"another ingest took collection {self.collection.name!r} at the same time")
+
+    def renew_lease(self, owner: str, ttl_s: float) -> None:
+        """Extend this run's lease."""
+        self._set(LEASE_KEY, f"{owner} {time.time() + ttl_s:.0f}")
+
+    def release_lease(self, owner: str) -> None:
+        """Give the lease back (if this run still holds it)."""
+        holder = self._lease(reload=True)
+        if holder is not None and holder[0] == owner:
+            self._set(LEASE_KEY, f"{owner} 0")
+
+    def _lease(self, reload: bool = False) -> tuple[str, float] | None:
+        if reload:
+            self.revision()  # reads the collection (and its metadata) afresh
+        value = self.metadata.get(LEASE_KEY)
+        if not isinstance(value, str) or " " not in value:
+            return None
+        owner, _, expires = value.rpartition(" ")
+        return owner, float(expires)
 
     def relevance_floor(self) -> float | None:
         """Return the calibrated relevance floor stored with the collection, if any."""

@@ -17,7 +17,7 @@ from lakehouse.docs.pipeline import GOLD
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.settings import RagSettings
-from rag.store import FINGERPRINT, Index
+from rag.store import FINGERPRINT, REVISION_KEY, Index
 from tests.utils.cli import spawn
 from tests.utils.platform import MEDIUM_MODULES, IndexEnv, clean_env, small_docs_home
 from tests.utils.processes import BIN
@@ -110,6 +110,9 @@ def test_a_killed_run_is_completed_by_the_next(chroma_url: str, tmp_path: Path) 
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert 0 < written < len(expected)
+    # The revision moved before the first write: replicas reload the partial index.
+    settings = RagSettings(home=home, chroma_url=chroma_url, rag_collection="killed")
+    assert Index.open(settings).metadata.get(REVISION_KEY)
 
     summary = IndexEnv(home, env).ingest("--executor", "local")
     assert summary["chunks_written"] > 0
@@ -129,6 +132,24 @@ def wait_for_partial_index(env: dict[str, str], process: subprocess.Popen[Any], 
             return count
         time.sleep(0.2)
     raise TimeoutError("ingestion wrote nothing within 180 s")
+
+
+def test_a_second_ingest_of_a_collection_exits_7_while_one_runs(
+    chroma_url: str, tmp_path: Path
+) -> None:
+    home = small_docs_home(tmp_path / "home")
+    env = clean_env(
+        LAKESERVE_HOME=str(home), LAKESERVE_CHROMA_URL=chroma_url, LAKESERVE_RAG_COLLECTION="busy"
+    )
+    settings = RagSettings(home=home, chroma_url=chroma_url, rag_collection="busy")
+    index = Index.open(settings, create=True)
+    index.take_lease("ingest-pod-7:1:abc", ttl_s=60)  # another run, on another host
+    result = spawn("rag", "ingest", "--executor", "local", env=env)
+    assert result.code == 7, result.err
+    assert "another ingest (ingest-pod-7:1:abc) is writing collection 'busy'" in result.err
+    assert index.count() == 0
+    index.release_lease("ingest-pod-7:1:abc")
+    assert IndexEnv(home, env).ingest("--executor", "local")["chunks_written"] > 0
 
 
 def test_missing_table_exits_3_with_a_hint(tmp_path: Path) -> None:
