@@ -6,7 +6,9 @@ import uuid
 from datetime import UTC, datetime
 
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 
+from kernel.errors import NotReady
 from lakehouse.tables import Lakehouse, TableRef
 from rag.schemas import FeedbackReceipt, FeedbackRequest
 
@@ -47,7 +49,15 @@ class FeedbackStore:
             "received_at": datetime.now(UTC),
         }
         rows = pa.Table.from_pylist([row], schema=SCHEMA)
-        version = self.lake.append(FEEDBACK, rows, metadata={"source": "rag feedback"})
+        try:
+            version = self.lake.append(FEEDBACK, rows, metadata={"source": "rag feedback"})
+        except (OSError, DeltaError) as exc:
+            # S3 or the disk is down: the client is told (503, retry with the same event_id),
+            # never a 201 for an event that was not committed.
+            raise NotReady(
+                f"the feedback table is unavailable, nothing was stored: "
+                f"{type(exc).__name__}: {exc}"[:300]
+            ) from exc
         return FeedbackReceipt(
             event_id=event_id, answer_id=request.answer_id, table=str(FEEDBACK), version=version
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -98,6 +101,18 @@ def test_bad_feedback_is_422_and_stores_nothing(
     assert not lake.exists(FEEDBACK)
 
 
+def test_feedback_is_503_when_the_table_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "lake").write_text("not a directory")  # the lakehouse's storage is broken
+    broken = Lakehouse(LakehouseSettings(home=tmp_path))
+    with client_for(broken) as client:
+        response = client.post("/rag/feedback", json=EVENT)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"].startswith(
+        "the feedback table is unavailable, nothing was stored"
+    )
+    assert response.headers["retry-after"] == "5"
+
+
 def test_feedback_needs_the_api_key(lake: Lakehouse) -> None:
     with client_for(lake) as client:
         response = client.post("/rag/feedback", json=EVENT, headers={"Authorization": "Bearer x"})
@@ -109,3 +124,44 @@ def test_feedback_route_is_absent_without_a_store() -> None:
     host, _ = fake_host()
     with TestClient(create_app(host, rag=FakeRag([]))) as client:
         assert client.post("/rag/feedback", json=EVENT).status_code == 404
+
+
+WRITER = """
+import json, sys
+from pathlib import Path
+from lakehouse.settings import LakehouseSettings
+from lakehouse.tables import Lakehouse
+from rag.feedback import FeedbackStore
+from rag.schemas import FeedbackRequest
+
+home, writer, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+store = FeedbackStore(Lakehouse(LakehouseSettings(home=home)))
+for n in range(count):
+    event = {"answer_id": f"a-{writer}-{n}", "rating": "up", "question": "q", "answer": "a",
+             "event_id": f"evt-{writer}-{n:05d}"}
+    receipt = store.record(FeedbackRequest.model_validate(event))
+    print(receipt.event_id, flush=True)  # acknowledged
+"""
+
+
+@pytest.mark.integration
+def test_four_replicas_writing_at_once_lose_no_acknowledged_event(tmp_path: Path) -> None:
+    # Four processes (as four ingress replicas) commit 1,000 events each to one table.
+    count = int(os.environ.get("LAKESERVE_FEEDBACK_EVENTS", "1000"))
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path), f"w{w}", str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    acknowledged: list[str] = []
+    for process in writers:
+        out, err = process.communicate(timeout=1200)
+        assert process.returncode == 0, err[-2000:]
+        acknowledged += out.split()
+    assert len(acknowledged) == 4 * count
+    stored = [r["event_id"] for r in rows(Lakehouse(LakehouseSettings(home=tmp_path)))]
+    assert sorted(stored) == sorted(acknowledged)  # each once: none lost, none doubled
