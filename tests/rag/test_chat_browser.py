@@ -114,13 +114,20 @@ def answers(page: Page) -> Any:
     )
 
 
-def feedback_rows(platform: Platform, answer_id: str | None = None) -> list[dict[str, Any]]:
+def feedback_rows(
+    platform: Platform, answer_id: str | None = None, question: str | None = None
+) -> list[dict[str, Any]]:
+    """The events the chat page stored (other tests, e.g. the fuzzer, share the platform)."""
     lake = Lakehouse(LakehouseSettings(home=Path(platform.env["LAKESERVE_HOME"])))
     if not lake.exists(FEEDBACK):
         return []
-    rows = lake.read(FEEDBACK).to_pylist()
+    rows = [r for r in lake.read(FEEDBACK).to_pylist() if r["client"] == "chat"]
     return sorted(
-        (r for r in rows if answer_id is None or r["answer_id"] == answer_id),
+        (
+            r
+            for r in rows
+            if answer_id in (None, r["answer_id"]) and question in (None, r["question"])
+        ),
         key=lambda r: r["received_at"],
     )
 
@@ -165,7 +172,7 @@ def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
     expect(thumbs_down).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     thumbs_down.click()
     expect(page.get_by_text("Feedback saved")).to_be_visible()
-    [rated] = feedback_rows(platform)
+    [rated] = feedback_rows(platform, question=question)
     assert (rated["rating"], rated["comment"], rated["client"]) == ("down", None, "chat")
     assert rated["question"] == question and rated["answer"]
     assert rated["citations"] and rated["answer_id"].startswith("chatcmpl-")
