@@ -43,6 +43,7 @@ _spec = importlib.util.spec_from_file_location(
 )
 assert _spec is not None and _spec.loader is not None
 _bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_serving"] = _bench  # its dataclasses look their module up
 _spec.loader.exec_module(_bench)
 BODY, ROOT, free_port, stop, wait_ready = (
     _bench.BODY, _bench.ROOT, _bench.free_port, _bench.stop, _bench.wait_ready,

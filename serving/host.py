@@ -21,7 +21,7 @@ from serving.options import ModelSpec, ServingOptions
 log = structlog.get_logger(__name__)
 Prediction = tuple[np.ndarray, str]
 Rows = dict[str, np.ndarray]  # one request's columns, checked against the signature
-MAX_BACKOFF_S = 60.0  # longest wait between alias checks of a failing model
+MAX_BACKOFF_S = 30.0  # longest wait between alias checks of a failing model
 Outcome = Prediction | InvalidInput  # per request of a batch: one bad request fails alone
 
 
@@ -208,6 +208,7 @@ class ModelHost:
         try:
             version = await asyncio.to_thread(self.registry.version_of, name, alias)
             if slot.current is not None and slot.current.version == version:
+                slot.last_error, slot.failures, slot.retry_at = None, 0, 0.0  # registry is back
                 return
             started = time.perf_counter()
             loaded = await asyncio.to_thread(self.registry.load, name, version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -37,11 +38,24 @@ class Registry(Protocol):
         ...
 
 
+REGISTRY_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
 class MlflowRegistry:
     """Reads aliases and loads versions from an MLflow model registry."""
 
     def __init__(self, tracking_uri: str) -> None:
         self.tracking_uri = tracking_uri
+        # MLflow's client retries 7 times with exponential backoff and waits up to 120 s per
+        # call: a registry outage would hang each alias check for minutes and /models would not
+        # say it. Serving fails fast instead (the checks back off on their own); an operator's
+        # explicit setting wins.
+        for variable, value in REGISTRY_CLIENT_ENV.items():
+            os.environ.setdefault(variable, value)
 
     def version_of(self, name: str, alias: str) -> str:
         """Return the version number that `alias` points at."""

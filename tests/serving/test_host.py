@@ -70,9 +70,16 @@ def test_failed_alias_checks_back_off_and_a_success_resets_them() -> None:
     for _ in range(8):
         asyncio.run(host.refresh(force=True))
         delays.append(round(slot.retry_at - time.monotonic()))
-    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
     asyncio.run(host.refresh())  # backing off: the registry is not even asked
     assert slot.failures == 8
     registry.fail = False
     asyncio.run(host.refresh(force=True))
     assert slot.ready and slot.failures == 0 and slot.retry_at == 0.0
+    # Loaded, then the registry fails and comes back with the alias unchanged: the error clears.
+    registry.fail = True
+    asyncio.run(host.refresh(force=True))
+    assert slot.last_error == "ConnectionError: registry unreachable" and slot.failures == 1
+    registry.fail = False
+    asyncio.run(host.refresh(force=True))
+    assert slot.last_error is None and slot.failures == 0 and slot.retry_at == 0.0
