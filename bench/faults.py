@@ -204,7 +204,7 @@ def main() -> None:
             f"{recovered:.1f}", f"{p99_ms(load.window(fault - 10, fault)):.1f}",
             f"{p99_ms(during):.1f}", f"{p99_ms(load.window(fault + recovered, fault + recovered + 5)):.1f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
