@@ -146,15 +146,21 @@ class Index:
 
     def revision(self) -> str:
         """Return the token the last write left (changes whenever the chunks change)."""
-        # Another process (ingestion) may have changed it: read it afresh.
+        self._reload()
         try:
-            self.collection = self.client.get_collection(
-                self.collection.name, embedding_function=None
-            )
             count = self.collection.count()
         except Exception as exc:
             raise Upstream(f"Chroma: {type(exc).__name__}: {exc}"[:300]) from exc
         return str(self.metadata.get(REVISION_KEY, "")) + f":{count}"
+
+    def _reload(self) -> None:
+        """Read the collection (and its metadata) afresh: another process may have changed it."""
+        try:
+            self.collection = self.client.get_collection(
+                self.collection.name, embedding_function=None
+            )
+        except Exception as exc:
+            raise Upstream(f"Chroma: {type(exc).__name__}: {exc}"[:300]) from exc
 
     def bump_revision(self) -> None:
         """Record that the chunks changed, so servers reload their keyword index."""
@@ -167,7 +173,7 @@ class Index:
         of two runs starting together the last writer keeps it and the other exits. A killed
         run's lease expires after `ttl_s`; a live run renews it (`renew_lease`).
         """
-        holder = self._lease(reload=True)
+        holder = self._lease()
         if (
             holder is not None
             and holder[0] != owner
@@ -180,7 +186,7 @@ class Index:
             )
         self.renew_lease(owner, ttl_s)
         time.sleep(LEASE_SETTLE_S)
-        holder = self._lease(reload=True)
+        holder = self._lease()
         if holder is None or holder[0] != owner:
             raise Busy(f"another ingest took collection {self.collection.name!r} at the same time")
 
@@ -190,13 +196,13 @@ class Index:
 
     def release_lease(self, owner: str) -> None:
         """Give the lease back (if this run still holds it)."""
-        holder = self._lease(reload=True)
+        holder = self._lease()
         if holder is not None and holder[0] == owner:
             self._set(LEASE_KEY, f"{owner} 0")
 
-    def _lease(self, reload: bool = False) -> tuple[str, float] | None:
-        if reload:
-            self.revision()  # reads the collection (and its metadata) afresh
+    def _lease(self) -> tuple[str, float] | None:
+        """Return the current lease (owner, expiry), read afresh; None when there is none."""
+        self._reload()
         value = self.metadata.get(LEASE_KEY)
         if not isinstance(value, str) or " " not in value:
             return None
