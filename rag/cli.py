@@ -64,7 +64,8 @@ def ingest_command(
     """Sync the index with a gold table: embed new and changed chunks, delete stale ones.
 
     Re-runs write nothing when nothing changed; a run killed midway is completed by the next.
-    Exit codes: 2 bad arguments or settings, 3 table problem, 5 Chroma unreachable.
+    One ingest per collection at a time. Exit codes: 2 bad arguments or settings, 3 table
+    problem, 5 Chroma unreachable, 7 another ingest is writing the collection.
     """
     from rag.ingest import ColumnMapping, ingest
 
