@@ -7,8 +7,9 @@ import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+import structlog
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -17,12 +18,11 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from kernel.errors import RequestError, Upstream
 from rag.answer import quote, ungrounded
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
-from rag.schemas import HISTORY_MESSAGES, Citation
+from rag.schemas import HISTORY_MESSAGES, AnswerMode, Citation, Fallback
+
+log = structlog.get_logger(__name__)
 
 NOT_FOUND = "I could not find this in the documents."
-# quoted: from the sources only; generated: by the LLM, checked against the sources;
-# quoted_fallback: the LLM's answer failed the check and was replaced by the quoted one.
-AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
 SNIPPET_CHARS = 300
 SOURCE_CHARS = 700  # per source in the prompt: small models have small context windows
 HISTORY_CHARS = 1000  # per earlier message: keeps long conversations inside small context windows
@@ -64,6 +64,8 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     mode: AnswerMode = "quoted"  # set by stream(): how the answer was produced
     problems: list[str] = field(default_factory=list)  # what failed the grounding check
+    fallback: Fallback = "quoted"  # what to answer when the LLM endpoint fails
+    llm_error: str | None = None  # the LLM failure an answer degraded around
 
 
 @dataclass
@@ -163,25 +165,32 @@ class RagChain:
         self._rewrite = REWRITE_PROMPT | llm | StrOutputParser() if llm else None
         self._answer = ANSWER_PROMPT | llm if llm else None
 
-    async def rewrite(self, question: str, history: Sequence[BaseMessage]) -> str:
+    async def rewrite(
+        self, question: str, history: Sequence[BaseMessage], fallback: Fallback = "quoted"
+    ) -> tuple[str, str | None]:
         """Turn a follow-up into a standalone question (unchanged when there is no history).
 
-        Without an LLM, the last earlier question is prepended: retrieval then sees the topic.
+        Without an LLM, or when it fails and `fallback` is quoted, the last earlier question
+        is prepended: retrieval then sees the topic. Returns the question and the LLM's error.
+
+        Raises:
+            Upstream: the LLM failed and `fallback` is none.
         """
         if not history:
-            return question
-        if self._rewrite is None:
-            earlier = [str(m.content) for m in history if isinstance(m, HumanMessage)]
-            return f"{earlier[-1]} {question}" if earlier else question
-        try:
-            text = await self._rewrite.ainvoke({"history": recent(history), "question": question})
-        except Exception as exc:
-            raise Upstream(f"LLM failed to rewrite the question: {exc}") from exc
-        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-        # Small models sometimes answer instead of rewriting; keep the user's words then.
-        if not lines or len(lines[0]) > 4 * max(len(question), 60):
-            return question
-        return lines[0]
+            return question, None
+        if self._rewrite is not None:
+            try:
+                text = await self._rewrite.ainvoke(
+                    {"history": recent(history), "question": question}
+                )
+            except Exception as exc:
+                error = f"LLM failed to rewrite the question: {type(exc).__name__}: {exc}"
+                if fallback == "none":
+                    raise Upstream(error) from exc
+                log.warning("LLM failed, answering from the sources", error=error[:300])
+                return _prepend_earlier(question, history), error
+            return _standalone(text, question), None
+        return _prepend_earlier(question, history), None
 
     async def prepare(
         self,
@@ -189,17 +198,20 @@ class RagChain:
         history: Sequence[BaseMessage] = (),
         k: int | None = None,
         filters: Filters | None = None,
+        fallback: Fallback = "quoted",
     ) -> Prepared:
         """Rewrite, retrieve and pick the sources."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        query = await self.rewrite(question, history)
+        query, llm_error = await self.rewrite(question, history, fallback)
         timings["rewrite_ms"] = _ms(start)
         start = time.perf_counter()
         retrieval = await asyncio.to_thread(self.retriever.search, query, k or self.k, filters)
         timings["retrieve_ms"] = _ms(start)
         citations = [citation(n, hit) for n, hit in enumerate(retrieval.hits, 1)]
-        return Prepared(question, query, retrieval, citations, timings)
+        return Prepared(
+            question, query, retrieval, citations, timings, fallback=fallback, llm_error=llm_error
+        )
 
     def _inputs(self, prepared: Prepared, history: Sequence[BaseMessage]) -> dict[str, Any]:
         return {
@@ -242,8 +254,13 @@ class RagChain:
 
         A generated answer streams sentence by sentence: each is checked against the sources
         before it is sent, and one that names an API or a source it was not given is dropped.
-        When nothing passes, the quoted answer is sent instead. `max_tokens` can only lower the
-        configured limit; `temperature` replaces the default.
+        When nothing passes, the quoted answer is sent instead. When the LLM endpoint fails
+        before a sentence was sent and `prepared.fallback` is quoted, so is the quoted answer
+        (mode retrieval_only). `max_tokens` can only lower the configured limit; `temperature`
+        replaces the default.
+
+        Raises:
+            Upstream: the LLM failed after part of the answer was sent, or `fallback` is none.
         """
         if not prepared.retrieval.found:
             prepared.mode = "not_found"
@@ -256,17 +273,31 @@ class RagChain:
             yield AIMessageChunk(content=quote(prepared.question, sources))
             prepared.timings["generate_ms"] = _ms(start)
             return
+        if prepared.llm_error:  # the rewrite found the LLM down: do not wait for it again
+            prepared.mode = "retrieval_only"
+            yield AIMessageChunk(content=quote(prepared.question, sources))
+            prepared.timings["generate_ms"] = _ms(start)
+            return
         texts = [text for _, text in sources]
         prepared.mode = "generated"
         sent, pending, usage = 0, "", None
-        async for chunk in self._tokens(prepared, history, max_tokens, temperature):
-            usage = chunk.usage_metadata or usage
-            pending += str(chunk.content)
-            units, pending = sentences(pending)
-            for unit in units:
-                if unit.strip() and self._passes(unit, texts, prepared):
-                    sent += 1
-                    yield AIMessageChunk(content=unit)
+        try:
+            async for chunk in self._tokens(prepared, history, max_tokens, temperature):
+                usage = chunk.usage_metadata or usage
+                pending += str(chunk.content)
+                units, pending = sentences(pending)
+                for unit in units:
+                    if unit.strip() and self._passes(unit, texts, prepared):
+                        sent += 1
+                        yield AIMessageChunk(content=unit)
+        except Upstream as exc:
+            if sent or prepared.fallback == "none":
+                raise
+            prepared.mode, prepared.llm_error = "retrieval_only", str(exc)
+            log.warning("LLM failed, answering from the sources", error=str(exc)[:300])
+            yield AIMessageChunk(content=quote(prepared.question, sources))
+            prepared.timings["generate_ms"] = _ms(start)
+            return
         if pending.strip() and self._passes(pending, texts, prepared):
             sent += 1
             yield AIMessageChunk(content=pending)
@@ -291,9 +322,10 @@ class RagChain:
         filters: Filters | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        fallback: Fallback = "quoted",
     ) -> Answer:
         """Answer a question in one piece."""
-        prepared = await self.prepare(question, history, k, filters)
+        prepared = await self.prepare(question, history, k, filters, fallback)
         parts: list[str] = []
         usage: dict[str, int] = {}
         async for chunk in self.stream(prepared, history, max_tokens, temperature):
@@ -309,6 +341,19 @@ class RagChain:
             usage=usage,
             mode=prepared.mode,
         )
+
+
+def _prepend_earlier(question: str, history: Sequence[BaseMessage]) -> str:
+    earlier = [str(m.content) for m in history if isinstance(m, HumanMessage)]
+    return f"{earlier[-1]} {question}" if earlier else question
+
+
+def _standalone(text: str, question: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    # Small models sometimes answer instead of rewriting; keep the user's words then.
+    if not lines or len(lines[0]) > 4 * max(len(question), 60):
+        return question
+    return lines[0]
 
 
 def history_messages(turns: Sequence[tuple[str, str]]) -> list[BaseMessage]:

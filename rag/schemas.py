@@ -15,13 +15,19 @@ HISTORY_MESSAGES = (
 )
 TURN_CHARS = MAX_QUESTION_CHARS * 4
 FilterValue = str | int | float | bool | list[str | int | float | bool]
-ANSWER_MODES = ("quoted", "generated", "quoted_fallback", "not_found")
-AnswerMode = Literal["quoted", "generated", "quoted_fallback", "not_found"]
+ANSWER_MODES = ("quoted", "generated", "quoted_fallback", "retrieval_only", "not_found")
+AnswerMode = Literal["quoted", "generated", "quoted_fallback", "retrieval_only", "not_found"]
 MODE_DESCRIPTION = (
     "How the answer was produced: quoted (sentences and examples of the cited sources, "
     "nothing else), generated (by the LLM, checked against the sources), quoted_fallback "
     "(the LLM's answer named APIs or sources it was not given, so the quoted answer replaced "
-    "it), not_found (nothing relevant in the documents)."
+    "it), retrieval_only (the LLM endpoint failed before answering; quoted from the sources "
+    "instead, see `fallback`), not_found (nothing relevant in the documents)."
+)
+Fallback = Literal["quoted", "none"]
+FALLBACK_DESCRIPTION = (
+    "What to answer when the LLM endpoint fails before the answer starts: quoted (default) "
+    "answers from the sources with mode retrieval_only; none answers 502 with the LLM's error."
 )
 
 
@@ -52,6 +58,7 @@ class QueryRequest(BaseModel):
         '{"module": "json"} or {"kind": ["function", "method"]}.',
     )
     history: list[Turn] = Field(default_factory=list, max_length=MAX_MESSAGES)
+    fallback: Fallback = Field(default="quoted", description=FALLBACK_DESCRIPTION)
 
     @field_validator("question")
     @classmethod
@@ -105,7 +112,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI chat completion request; `k` and `filters` are Lakeserve extensions."""
+    """OpenAI chat completion request; `k`, `filters` and `fallback` are Lakeserve extensions."""
 
     model_config = ConfigDict(
         extra="ignore",
@@ -134,6 +141,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported.")
     k: int | None = Field(default=None, ge=1, le=20)
     filters: dict[str, FilterValue] = Field(default_factory=dict)
+    fallback: Fallback = Field(default="quoted", description=FALLBACK_DESCRIPTION)
 
     @field_validator("messages")
     @classmethod
@@ -157,7 +165,11 @@ class ChatCompletionRequest(BaseModel):
             Turn(role=m.role, content=m.text()[:TURN_CHARS]) for m in earlier[-HISTORY_MESSAGES:]
         ]
         return QueryRequest(
-            question=self.messages[-1].text(), k=self.k, filters=self.filters, history=history
+            question=self.messages[-1].text(),
+            k=self.k,
+            filters=self.filters,
+            history=history,
+            fallback=self.fallback,
         )
 
 

@@ -145,7 +145,13 @@ class RagService:
         chain = self._ready_chain()
         history = history_messages([(t.role, t.content) for t in request.history])
         return await chain.answer(
-            request.question, history, request.k, request.filters, max_tokens, temperature
+            request.question,
+            history,
+            request.k,
+            request.filters,
+            max_tokens,
+            temperature,
+            request.fallback,
         )
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
@@ -170,7 +176,9 @@ class RagService:
         query = request.as_query()
         chain = self._ready_chain()
         history = history_messages([(t.role, t.content) for t in query.history])
-        prepared: Prepared = await chain.prepare(query.question, history, query.k, query.filters)
+        prepared: Prepared = await chain.prepare(
+            query.question, history, query.k, query.filters, query.fallback
+        )
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: Delta, **extra: Any) -> ChatCompletionChunk:

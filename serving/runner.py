@@ -31,6 +31,12 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
         # A stopping replica stays reachable (30 s by default) so that external load balancers
         # can deregister it; on one machine HAProxy is reconfigured locally within a second.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+        # A replica that dies holding requests closes their connections without an answer.
+        # Every route is safe to replay (predictions and RAG answers are pure, feedback is
+        # deduplicated by event and answer id), so HAProxy retries those on another replica
+        # instead of failing them; 503s (overload, not ready) are never retried.
+        "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+        "RAY_SERVE_HAPROXY_RETRIES": "2",
     }
     # HAProxy keeps its config and socket under /tmp/haproxy-serve by default: one per port,
     # so two local servers (e.g. the demo and the tests) do not share it. Ray appends a 56-char

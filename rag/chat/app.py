@@ -142,6 +142,8 @@ MODES = {
     "generated": "Written by the language model and checked against the sources below.",
     "quoted_fallback": "The language model's answer named things the sources do not support, "
     "so the sources are quoted instead.",
+    "retrieval_only": "The language model is unavailable right now, so the sources are quoted "
+    "instead.",
 }
 
 

@@ -13,6 +13,7 @@ from rag.chain import NOT_FOUND, RagChain
 from rag.llm import LocalChatModel, chat_model, local_model_path
 from rag.settings import RagSettings
 from tests.utils.fakes import FixedRetriever, RecordingChatModel, hit
+from tests.utils.processes import free_port
 
 HITS = [
     hit("math.gcd", "Greatest Common Divisor."),
@@ -78,11 +79,35 @@ def test_first_question_is_not_rewritten() -> None:
     assert retriever.queries == ["gcd?"] and len(llm.prompts) == 1
 
 
-def test_llm_failure_is_an_upstream_error() -> None:
+def test_llm_failure_is_an_upstream_error_when_the_request_allows_no_fallback() -> None:
     chain, llm, _ = make(["x"])
     llm.fail = True
     with pytest.raises(Upstream, match="LLM failed: ConnectionError: endpoint down"):
-        asyncio.run(chain.answer("gcd?"))
+        asyncio.run(chain.answer("gcd?", fallback="none"))
+    history = [HumanMessage("What does math.gcd do?"), AIMessage("Greatest common divisor.")]
+    with pytest.raises(Upstream, match="LLM failed to rewrite the question"):
+        asyncio.run(chain.answer("And the other one?", history, fallback="none"))
+
+
+def test_llm_down_degrades_to_an_answer_quoted_from_the_sources() -> None:
+    chain, llm, _ = make(["x"])
+    llm.fail = True
+    answer = asyncio.run(chain.answer("What is the greatest common divisor?"))
+
+    assert answer.mode == "retrieval_only"
+    assert "Greatest Common Divisor." in answer.answer and "[1]" in answer.answer
+    assert [c.doc_id for c in answer.citations] == ["math.gcd", "math.lcm"]
+
+
+def test_a_failed_rewrite_retrieves_with_the_earlier_question_and_skips_generation() -> None:
+    chain, llm, retriever = make(["never used"])
+    llm.fail = True
+    history = [HumanMessage("What does math.gcd do?"), AIMessage("Greatest common divisor.")]
+    answer = asyncio.run(chain.answer("And the other one?", history))
+
+    assert retriever.queries == ["What does math.gcd do? And the other one?"]
+    assert answer.mode == "retrieval_only"
+    assert llm.calls == 1  # the rewrite; generation was not attempted
 
 
 def test_streamed_tokens_join_to_the_answer() -> None:
@@ -126,3 +151,16 @@ def test_a_prompt_longer_than_the_local_context_window_is_invalid_input() -> Non
     chain = RagChain(FixedRetriever(hits), llm)
     with pytest.raises(InvalidInput, match="exceed the local model's 128-token context window"):
         asyncio.run(chain.answer("gcd?"))
+
+
+def test_an_unreachable_openai_endpoint_degrades_or_fails_with_its_error() -> None:
+    # The real OpenAI client against a port nobody listens on: what a stopped LLM looks like.
+    settings = RagSettings(
+        llm_base_url=f"http://127.0.0.1:{free_port()}/v1", llm_model="m", llm_timeout_s=2
+    )
+    chain = RagChain(FixedRetriever(HITS), chat_model(settings), k=5)
+
+    answer = asyncio.run(chain.answer("What is the greatest common divisor?"))
+    assert answer.mode == "retrieval_only" and "Greatest Common Divisor." in answer.answer
+    with pytest.raises(Upstream, match=r"LLM failed: \w*Connection"):
+        asyncio.run(chain.answer("What is the greatest common divisor?", fallback="none"))

@@ -90,12 +90,14 @@ class RecordingChatModel(BaseChatModel):
     responses: list[str]
     prompts: list[list[BaseMessage]] = Field(default_factory=list)
     fail: bool = False
+    calls: int = 0  # failed ones included
 
     @property
     def _llm_type(self) -> str:
         return "recording"
 
     def _next(self, messages: list[BaseMessage]) -> str:
+        self.calls += 1
         if self.fail:
             raise ConnectionError("endpoint down")
         self.prompts.append(messages)
