@@ -75,14 +75,19 @@ class RagClient:
         body: dict[str, Any] = {"model": RAG_MODEL, "messages": messages, "stream": True}
         if k is not None:
             body["k"] = k
-        try:
-            with self.http.stream("POST", "/v1/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise _rejected(response)
-                yield from _events(response.iter_lines())
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+        for attempt in range(2):
+            try:
+                with self.http.stream("POST", "/v1/chat/completions", json=body) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        raise _rejected(response)
+                    yield from _events(response.iter_lines())
+                    return
+            except httpx.RemoteProtocolError as exc:
+                if attempt or not _unanswered(exc):
+                    raise _unreachable(self.url, exc) from exc
+            except httpx.TransportError as exc:
+                raise _unreachable(self.url, exc) from exc
 
     def feedback(self, event: dict[str, Any]) -> dict[str, Any]:
         """Store a feedback event; return the receipt once it is committed."""
@@ -93,10 +98,22 @@ class RagClient:
         return receipt
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+        for attempt in range(2):
+            try:
+                return self.http.request(method, path, **kwargs)
+            except httpx.RemoteProtocolError as exc:
+                if attempt or not _unanswered(exc):
+                    raise _unreachable(self.url, exc) from exc
+            except httpx.TransportError as exc:
+                raise _unreachable(self.url, exc) from exc
+        raise AssertionError("unreachable")
+
+
+def _unanswered(exc: httpx.RemoteProtocolError) -> bool:
+    """A kept-alive connection the server closed as the request went out (a proxy reloading):
+    nothing was answered, and every call of this client is safe to send again (feedback
+    carries its event id)."""
+    return "without sending a response" in str(exc)
 
 
 def history(messages: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
@@ -204,3 +206,36 @@ def test_rag_beyond_its_budget_is_503_at_once_and_inference_still_answers() -> N
         await host.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_stream_whose_client_left_before_the_first_byte_gives_its_slot_back() -> None:
+    host, _ = fake_host({"models": [{"name": "fare"}], "rag_max_concurrent": 2})
+    app = create_app(host, rag=FakeRag([chunk(1), chunk(2)]))
+    body = json.dumps(CHAT).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+        "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("t", 80),
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+    }  # fmt: skip
+
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive() -> MutableMapping[str, Any]:
+        await asyncio.sleep(0)
+        return next(messages, {"type": "http.disconnect"})
+
+    async def gone(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            raise OSError("the client closed the connection")
+
+    async def scenario() -> None:
+        await host.start()
+        with pytest.raises(OSError):
+            await app(scope, receive, gone)
+        await host.stop()
+
+    asyncio.run(scenario())
+    gc.collect()
+    assert app.state.rag_budget.used == 0

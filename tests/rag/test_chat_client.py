@@ -112,6 +112,34 @@ def test_unreachable_api_says_where_and_what_to_do() -> None:
         assert caught.value.title == "The API is not reachable"
 
 
+def test_a_connection_closed_before_any_answer_is_sent_once_more() -> None:
+    # A kept-alive connection closed by a reloading proxy as the request went out.
+    calls: list[str] = []
+    closed = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) % 2:
+            raise closed
+        if request.url.path == "/rag/feedback":
+            return httpx.Response(201, json={"version": 1})
+        return httpx.Response(200, content=sse(chunk(""), chunk("hi"), "[DONE]"))
+
+    client = client_for(handler)
+    assert [e for e in client.ask([]) if isinstance(e, Token)] == [Token("hi")]
+    assert client.feedback({"rating": "up"}) == {"version": 1}
+    assert calls == ["/v1/chat/completions"] * 2 + ["/rag/feedback"] * 2
+
+    def always_closed(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        raise closed
+
+    calls.clear()
+    with pytest.raises(ApiError, match="disconnected"):
+        list(client_for(always_closed).ask([]))
+    assert len(calls) == 2  # one retry, not a loop
+
+
 def test_feedback_returns_the_receipt_or_raises() -> None:
     receipts = iter([httpx.Response(201, json={"table": "bronze.feedback", "version": 3})])
 

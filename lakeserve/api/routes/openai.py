@@ -6,7 +6,8 @@ Errors here, including the error event of a stream that fails midway, use OpenAI
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import structlog
@@ -61,12 +62,13 @@ async def chat_completions(request: Chat, rag: RagDep, host: HostDep, budget: Bu
     except Overloaded:
         host.metrics.rag_requests.labels("chat_stream", "503").inc()
         raise
+    release = _once(budget.release)
     events = rag.chat_stream(request)
     try:
         # Retrieval happens before the first event: its errors become proper HTTP statuses.
         first = await rag_call(host.metrics, "chat_stream", anext(events))
     except BaseException:
-        budget.release()
+        release()
         raise
 
     async def body() -> AsyncIterator[bytes]:
@@ -81,11 +83,28 @@ async def chat_completions(request: Chat, rag: RagDep, host: HostDep, budget: Bu
                 log.exception("stream failed", path="/v1/chat/completions")
             yield _sse(error_body(problem, openai=True))
         finally:
-            budget.release()
+            release()
         yield DONE
 
+    stream = body()
+    # A client gone before the first byte: the server drops the stream without starting it,
+    # so its `finally` never runs; the slot is returned when the generator is collected.
+    weakref.finalize(stream, release)
     return StreamingResponse(
-        body(),
+        stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """Return `action` made idempotent: only the first call runs it."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return run
