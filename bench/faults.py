@@ -1,16 +1,23 @@
-"""Faults under load: what clients see when a model replica dies or the registry goes down.
+"""Faults under load: what clients see when a component of the platform fails.
 
-Starts a real MLflow server and `lakeserve serve` (2 ModelServer replicas, no RAG) with a
-registered gradient-boosted model, sends single-row requests from 8 concurrent clients the whole
-time, and injects, in turn:
+Starts real servers on 127.0.0.1 (MLflow, moto_server as S3, `chroma run`, a stand-in OpenAI
+endpoint `bench/llm_stub.py`) and `lakeserve serve` with everything on them: a registered
+gradient-boosted model (2 ModelServer replicas), RAG with generated answers (1 RagServer) over
+a small document index, the lakehouse and its feedback table on S3. Clients send the whole
+time: 8 single-row `/predict`, 2 `/rag/query`, 1 `/rag/feedback` with an event id each. Faults,
+in turn:
 
 - **replica killed**: SIGKILL to one ModelServer replica process (Serve restarts it);
-- **registry down**: SIGKILL to the MLflow server (replicas keep the version they loaded), then
-  restarted on the same port and store.
+- **registry down**: the MLflow server stopped for 10 s, restarted on the same port and store;
+- **Chroma hung**: SIGSTOP for 10 s, then SIGCONT; **Chroma down**: killed, restarted 10 s later;
+- **LLM down**: the endpoint stopped for 10 s, restarted;
+- **S3 hung**: moto_server SIGSTOPped for 10 s (its data is in memory), then SIGCONT.
 
-For each fault it prints the requests sent, those that failed (non-200 or no answer), the seconds
-until the platform is back (both replicas alive; registry reachable again per /models), and p99
-latency before, during (10 s after the fault) and after.
+For each fault and each kind of request it prints the requests sent in the fault's window, those
+that failed (5xx other than 503, or no answer), 503s (each with Retry-After), degraded answers
+(RAG answers quoted from the sources because the LLM is down), the seconds until the platform is
+whole again, and p99 latency before, during (10 s after the fault) and after. At the end every
+feedback event acknowledged with 201 is looked up in the table.
 
     .venv/bin/python bench/faults.py [--clients 8] [--window 20]
 """
@@ -20,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import json
 import os
 import signal
 import subprocess
@@ -28,9 +34,12 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import httpx
 import numpy as np
 import yaml
@@ -55,43 +64,77 @@ REPLICA_TITLE = "ServeReplica:models:ModelServer"
 console = Console(stderr=True)
 
 
+BUCKET = "bench-lake"
+DOC_MODULES = ["json", "shlex", "textwrap", "colorsys", "base64", "difflib"]
+QUESTIONS = ["How do I pretty-print JSON?", "How do I split a shell command line?",
+             "How do I wrap text to a width?", "How do I convert RGB to HSV?",
+             "How do I encode bytes as base64?", "How do I compare two sequences?"]  # fmt: skip
+OK = {200, 201}
+
+
 @dataclass
 class Load:
-    """Requests sent by the clients: (time sent, seconds taken, status or 0 for no answer)."""
+    """Requests of one kind: (time sent, seconds taken, status or 0, degraded, Retry-After set)."""
 
-    samples: list[tuple[float, float, int]] = field(default_factory=list)
-    stopping: bool = False
+    name: str
+    samples: list[tuple[float, float, int, bool, bool]] = field(default_factory=list)
+    acknowledged: list[str] = field(default_factory=list)  # feedback event ids answered 201
 
-    def window(self, start: float, end: float) -> list[tuple[float, float, int]]:
+    def window(self, start: float, end: float) -> list[tuple[float, float, int, bool, bool]]:
         return [s for s in self.samples if start <= s[0] < end]
 
 
-def p99_ms(samples: list[tuple[float, float, int]]) -> float:
-    ok = [took for _, took, status in samples if status == 200]
+def p99_ms(samples: list[tuple[float, float, int, bool, bool]]) -> float:
+    ok = [took for _, took, status, _, _ in samples if status in OK]
     return float(np.percentile(ok, 99) * 1000) if ok else float("nan")
 
 
-def run_load(url: str, clients: int, load: Load) -> threading.Thread:
-    async def client(http: httpx.AsyncClient) -> None:
-        while not load.stopping:
-            sent = time.monotonic()
+def run_loads(
+    base: str, clients: int, stopping: threading.Event
+) -> tuple[list[Load], threading.Thread]:
+    """Start the clients in a thread: predictions, RAG questions and feedback events."""
+    predict, rag, feedback = Load("predict"), Load("rag query"), Load("feedback")
+
+    async def loop(http: httpx.AsyncClient, load: Load, n: int) -> None:
+        while not stopping.is_set():
+            sent, event = time.monotonic(), uuid.uuid4().hex
+            degraded = False
             try:
-                response = await http.post(
-                    url, content=BODY, headers={"Content-Type": "application/json"}
-                )
+                if load is predict:
+                    response = await http.post(f"{base}/predict/{MODEL}", content=BODY,
+                                               headers={"Content-Type": "application/json"})  # fmt: skip
+                elif load is rag:
+                    body = {"question": QUESTIONS[n % len(QUESTIONS)]}
+                    response = await http.post(f"{base}/rag/query", json=body)
+                    degraded = (
+                        response.status_code == 200 and response.json()["mode"] == "retrieval_only"
+                    )
+                else:
+                    body = {"event_id": event, "answer_id": f"bench-{event[:8]}", "rating": "up"}
+                    response = await http.post(f"{base}/rag/feedback", json=body)
                 status = response.status_code
+                retry_after = "retry-after" in response.headers
             except httpx.HTTPError:
-                status = 0
-            load.samples.append((sent, time.monotonic() - sent, status))
+                status, retry_after = 0, False
+            if status == 201:
+                load.acknowledged.append(event)
+            load.samples.append((sent, time.monotonic() - sent, status, degraded, retry_after))
+            n += 1
+            if load is feedback:
+                await asyncio.sleep(0.1)
 
     async def main() -> None:
-        limits = httpx.Limits(max_connections=clients)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-            await asyncio.gather(*(client(http) for _ in range(clients)))
+        limits = httpx.Limits(max_connections=clients + 4)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            await asyncio.gather(
+                *(loop(http, predict, n) for n in range(clients)),
+                *(loop(http, rag, n) for n in range(2)),
+                loop(http, feedback, 0),
+            )
 
     thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
     thread.start()
-    return thread
+    return [predict, rag, feedback], thread
 
 
 def replica_pids() -> list[int]:
@@ -103,108 +146,205 @@ def replica_pids() -> list[int]:
     ]
 
 
+def server(command: list[str], ready: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (so it can be stopped as a group), wait until ready."""
+    process = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                               start_new_session=True, env={**os.environ, **env})  # fmt: skip
+    wait_ready(ready, process)
+    return process
+
+
 def start_mlflow(home: Path, port: int) -> subprocess.Popen[bytes]:
     command = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                "--artifacts-destination", str(home / "artifacts"), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1"]  # fmt: skip
-    log = (home / "mlflow.log").open("ab")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    wait_ready(f"http://127.0.0.1:{port}/health", process)
-    return process
+    return server(command, f"http://127.0.0.1:{port}/health", home / "mlflow.log")
+
+
+def start_chroma(home: Path, port: int) -> subprocess.Popen[bytes]:
+    command = [str(BIN / "chroma"), "run", "--path", str(home / "chroma"), "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
+    return server(command, f"http://127.0.0.1:{port}/api/v2/heartbeat", home / "chroma.log")
+
+
+def start_llm(home: Path, port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, str(Path(__file__).with_name("llm_stub.py")), str(port)]
+    return server(command, f"http://127.0.0.1:{port}/v1/models", home / "llm.log")
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the platform did not recover")
+        time.sleep(0.2)
+
+
+def answers(base: str, question: str = QUESTIONS[0]) -> str | None:
+    """The mode of a RAG answer now, or None when it is not answered."""
+    try:
+        response = httpx.post(f"{base}/rag/query", json={"question": question}, timeout=30)
+    except httpx.HTTPError:
+        return None
+    return str(response.json()["mode"]) if response.status_code == 200 else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=8, help="Concurrent /predict clients.")
     parser.add_argument(
         "--window", type=float, default=20.0, help="Seconds observed after a fault."
     )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="lakeserve-faults-"))
+    mlflow_port, s3_port, chroma_port, llm_port, port = (free_port() for _ in range(5))
+    s3 = f"http://127.0.0.1:{s3_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LAKESERVE_", "MLFLOW_"))}
-    mlflow_port, port = free_port(), free_port()
-    tracking = f"http://127.0.0.1:{mlflow_port}"
-    env.update(LAKESERVE_HOME=str(home), MLFLOW_TRACKING_URI=tracking)
-    registry = start_mlflow(home, mlflow_port)
-    console.print("seeding 50k rows and training a gradient-boosted model")
-    for command in (["lake", "seed", "--scale", "50000"],
-                    ["train", "--config", str(ROOT / "training/configs/fare-hgb.yaml"), "--model-name", MODEL]):  # fmt: skip
+    env.update(
+        LAKESERVE_HOME=str(home), MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mlflow_port}",
+        LAKESERVE_LAKE_ROOT=f"s3://{BUCKET}/lake", LAKESERVE_S3_ENDPOINT_URL=s3,
+        LAKESERVE_S3_ACCESS_KEY_ID="bench", LAKESERVE_S3_SECRET_ACCESS_KEY="bench",
+        LAKESERVE_S3_ALLOW_HTTP="true",
+        LAKESERVE_CHROMA_URL=f"http://127.0.0.1:{chroma_port}", LAKESERVE_CHROMA_TIMEOUT_S="3",
+        LAKESERVE_RAG_COLLECTION="bench", LAKESERVE_ANSWER_MODE="generated",
+        LAKESERVE_LLM_BASE_URL=f"http://127.0.0.1:{llm_port}/v1", LAKESERVE_LLM_MODEL="stub",
+        LAKESERVE_LLM_TIMEOUT_S="5",
+    )  # fmt: skip
+    servers = {
+        "mlflow": start_mlflow(home, mlflow_port),
+        "s3": server(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
+            f"{s3}/moto-api/",
+            home / "s3.log",
+        ),
+        "chroma": start_chroma(home, chroma_port),
+        "llm": start_llm(home, llm_port),
+    }
+    boto3.client("s3", endpoint_url=s3, aws_access_key_id="bench", aws_secret_access_key="bench",
+                 region_name="us-east-1").create_bucket(Bucket=BUCKET)  # fmt: skip
+    console.print("seeding 50k trips and a small document corpus on S3, training, ingesting")
+    for command in (["lake", "seed", "--scale", "50000", "--modules", ",".join(DOC_MODULES)],
+                    ["train", "--config", str(ROOT / "training/configs/fare-hgb.yaml"), "--model-name", MODEL],
+                    ["rag", "ingest", "--executor", "local"]):  # fmt: skip
         subprocess.run([str(BIN / "lakeserve"), *command], env=env, check=True, capture_output=True)
 
     config = yaml.safe_load((ROOT / "serving/serve-config.yaml").read_text())
     app = config["applications"][0]
-    app["args"].update(
-        models=[{"name": MODEL, "alias": "champion"}], rag=False, alias_poll_interval_s=2
-    )
-    app["deployments"] = [d for d in app["deployments"] if d["name"] == "ModelServer"]
-    app["deployments"][0].pop("autoscaling_config")
-    app["deployments"][0]["num_replicas"] = 2
+    app["args"].update(models=[{"name": MODEL, "alias": "champion"}], alias_poll_interval_s=2)
+    for deployment in app["deployments"]:
+        deployment.pop("autoscaling_config")
+        deployment["num_replicas"] = 2 if deployment["name"] == "ModelServer" else 1
     (home / "serve.yaml").write_text(yaml.safe_dump(config))
     ray_dir = f"/tmp/lsf-{port}"
     serve_env = {**env, "LAKESERVE_HTTP_PORT": str(port), "LAKESERVE_SERVE_CONFIG": str(home / "serve.yaml"),
                  "LAKESERVE_RAY_TMPDIR": ray_dir}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     log = (home / "serve.log").open("wb")
-    server = subprocess.Popen([str(BIN / "lakeserve"), "serve"], env=serve_env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    rows = []
+    platform = subprocess.Popen([str(BIN / "lakeserve"), "serve"], env=serve_env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    rows: list[tuple[str, float, float]] = []
+    stopping = threading.Event()
+    loads: list[Load] = []
     try:
-        wait_ready(f"{base}/v2/health/ready", server)
-        while len(replica_pids()) < 2:
-            time.sleep(0.5)
-        load = Load()
-        thread = run_load(f"{base}/predict/{MODEL}", args.clients, load)
+        wait_ready(f"{base}/v2/health/ready", platform)
+        eventually(lambda: len(replica_pids()) >= 2 and answers(base) == "generated")
+        loads, thread = run_loads(base, args.clients, stopping)
         time.sleep(10)
+
+        def observe(name: str, fault: float, whole: Callable[[], bool]) -> None:
+            eventually(whole)
+            recovered = time.monotonic() - fault
+            time.sleep(max(5.0, args.window - recovered))
+            rows.append((name, fault, recovered))
+
+        def pause(name: str, seconds: float = 10) -> None:
+            os.killpg(servers[name].pid, signal.SIGSTOP)
+            time.sleep(seconds)
+            os.killpg(servers[name].pid, signal.SIGCONT)
+
+        def restart(name: str, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+            stop(servers[name])
+            time.sleep(10)
+            servers[name] = start()
 
         console.print("fault: SIGKILL one ModelServer replica")
         fault = time.monotonic()
         os.kill(replica_pids()[0], signal.SIGKILL)
         time.sleep(1)
-        while len(replica_pids()) < 2:
-            time.sleep(0.2)
-        recovered = time.monotonic() - fault
-        time.sleep(max(0.0, args.window - recovered))
-        rows.append(("replica killed (SIGKILL)", load, fault, recovered))
+        observe("replica killed (SIGKILL)", fault, lambda: len(replica_pids()) >= 2)
 
         console.print("fault: MLflow server stopped, restarted 10 s later")
         fault = time.monotonic()
-        stop(registry)
-        time.sleep(10)
-        models = httpx.get(f"{base}/models").json()
-        console.print(f"  /models while MLflow is down: {json.dumps(models)[:300]}")
-        registry = start_mlflow(home, mlflow_port)
-        while True:
-            if all(not m["last_error"] for m in httpx.get(f"{base}/models").json()):
-                break
-            time.sleep(0.5)
-        recovered = time.monotonic() - fault
-        time.sleep(5)
-        rows.append(("registry (MLflow) stopped for 10 s", load, fault, recovered))
-        load.stopping = True
-        thread.join(35)
+        restart("mlflow", lambda: start_mlflow(home, mlflow_port))
+        observe("registry (MLflow) down 10 s", fault,
+                lambda: all(not m["last_error"] for m in httpx.get(f"{base}/models").json()))  # fmt: skip
+
+        console.print("fault: Chroma hung (SIGSTOP) for 10 s")
+        fault = time.monotonic()
+        pause("chroma")
+        observe("Chroma hung 10 s", fault, lambda: answers(base) == "generated")
+
+        console.print("fault: Chroma killed, restarted 10 s later")
+        fault = time.monotonic()
+        restart("chroma", lambda: start_chroma(home, chroma_port))
+        observe("Chroma down 10 s", fault, lambda: answers(base) == "generated")
+
+        console.print("fault: LLM endpoint stopped, restarted 10 s later")
+        fault = time.monotonic()
+        restart("llm", lambda: start_llm(home, llm_port))
+        observe("LLM down 10 s", fault, lambda: answers(base) == "generated")
+
+        console.print("fault: S3 hung (moto_server SIGSTOP) for 10 s")
+        fault = time.monotonic()
+        pause("s3")
+        observe("S3 hung 10 s", fault, lambda: loads[2].samples[-1][2] == 201)
+        stopping.set()
+        thread.join(90)
     finally:
-        stop(server, ray_dir)
-        stop(registry)
+        stopping.set()
+        stop(platform, ray_dir)
         log.close()
 
-    table = Table(
-        title=f"Faults under load: {args.clients} clients, single-row /predict, {os.cpu_count()} cores"
-    )
-    for column in ("fault", "requests", "failed", "failed %", "recovery s", "p99 before ms",
-                   "p99 during ms", "p99 after ms"):  # fmt: skip
-        table.add_column(column, justify="right" if column != "fault" else "left")
-    for name, load, fault, recovered in rows:
-        during = load.window(fault, fault + 10)
-        sent = load.window(fault, fault + max(recovered, 10))
-        failed = sum(1 for _, _, status in sent if status != 200)
-        table.add_row(
-            name, str(len(sent)), str(failed), f"{100 * failed / max(len(sent), 1):.2f}",
-            f"{recovered:.1f}", f"{p99_ms(load.window(fault - 10, fault)):.1f}",
-            f"{p99_ms(during):.1f}", f"{p99_ms(load.window(fault + recovered, fault + recovered + 5)):.1f}",
-        )  # fmt: skip
-    Console(width=160).print(table)
+    from deltalake import DeltaTable
+
+    options = {"AWS_ENDPOINT_URL": s3, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+               "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}  # fmt: skip
+    stored = set(
+        DeltaTable(f"s3://{BUCKET}/lake/bronze/feedback", storage_options=options)
+        .to_pyarrow_table(columns=["event_id"]).column("event_id").to_pylist()
+    )  # fmt: skip
+    for process in servers.values():
+        stop(process)
+    report(rows, loads, args.clients, stored)
+
+
+def report(
+    rows: list[tuple[str, float, float]], loads: list[Load], clients: int, stored: set[str]
+) -> None:
+    table = Table(title=f"Faults under load: {clients} /predict + 2 RAG + 1 feedback clients, "
+                        f"{os.cpu_count()} cores")  # fmt: skip
+    for column in ("fault", "requests", "sent", "failed", "503 (Retry-After)", "degraded",
+                   "recovery s", "p99 before ms", "p99 during ms", "p99 after ms"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("fault", "requests") else "right")
+    for name, fault, recovered in rows:
+        for load in loads:
+            sent = load.window(fault, fault + max(recovered, 10))
+            failed = sum(1 for _, _, status, _, _ in sent if status not in OK and status != 503)
+            busy = [s for s in sent if s[2] == 503]
+            degraded = sum(1 for s in sent if s[3])
+            table.add_row(
+                name, load.name, str(len(sent)), str(failed),
+                f"{len(busy)} ({sum(1 for s in busy if s[4])})", str(degraded), f"{recovered:.1f}",
+                f"{p99_ms(load.window(fault - 10, fault)):.0f}",
+                f"{p99_ms(load.window(fault, fault + 10)):.0f}",
+                f"{p99_ms(load.window(fault + recovered, fault + recovered + 5)):.0f}",
+            )  # fmt: skip
+        table.add_section()
+    Console(width=180).print(table)
+    acknowledged = loads[2].acknowledged if loads else []
+    lost = [event for event in acknowledged if event not in stored]
+    Console().print(f"feedback: {len(acknowledged)} events acknowledged (201), "
+                    f"{len(lost)} of them missing from bronze.feedback")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import structlog
 import typer
 
 from kernel.console import err, out
+from kernel.errors import LakeserveError
 from serving.settings import ServingSettings
+
+log = structlog.get_logger(__name__)
 
 
 def serve_command(
@@ -34,7 +38,7 @@ def serve_command(
     overrides: dict[str, Any] = {"serve_config": config} if config else {}
     settings = ServingSettings(**overrides)
     base_url = f"http://{settings.http_host}:{settings.http_port}"
-    stopping = threading.Event()
+    stopping, reloading = threading.Event(), threading.Event()
     settings.keys()  # fail now, not in every replica, if LAKESERVE_API_KEYS is malformed
     deployed: dict[str, Any] | None = None
     try:
@@ -44,6 +48,8 @@ def serve_command(
             # a backgrounded shell job where SIGINT is ignored) both stop Serve cleanly.
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stopping.set())
+            # SIGHUP: deploy the config file again (a rolling update, like a RayService edit).
+            signal.signal(signal.SIGHUP, lambda *_: reloading.set())
             runner.wait_until_ready(base_url, ready_timeout)
         models = [
             m["name"] for app in deployed["applications"] for m in app["args"].get("models", [])
@@ -58,15 +64,31 @@ def serve_command(
         if once:
             _self_check(base_url, settings, models[0])
             return
-        out.print("press Ctrl-C to stop")
+        out.print("press Ctrl-C to stop, send SIGHUP to redeploy the config file")
         while not stopping.wait(0.5):
-            pass
+            if reloading.is_set():
+                reloading.clear()
+                deployed = _redeploy(settings, deployed)
         err.print("stopping on signal")
     except KeyboardInterrupt:
         pass
     finally:
         with err.status("stopping"):
             runner.stop(settings, deployed)
+
+
+def _redeploy(settings: ServingSettings, deployed: dict[str, Any]) -> dict[str, Any]:
+    from serving import runner
+
+    try:
+        config = runner.redeploy(settings)
+    except LakeserveError as exc:
+        err.print(f"redeploy refused, still serving the previous config: {exc}")
+        log.warning("redeploy refused", error=str(exc))
+        return deployed
+    err.print(f"redeploying {settings.serve_config}")
+    log.info("redeploying", config=str(settings.serve_config))
+    return config
 
 
 def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:

@@ -89,6 +89,30 @@ def start(settings: ServingSettings) -> dict[str, Any]:
     return config
 
 
+def redeploy(settings: ServingSettings) -> dict[str, Any]:
+    """Deploy the Serve config file as it is now to the running Serve; return it.
+
+    Serve rolls the change out: replicas of a changed deployment are replaced one batch at a
+    time and each old one drains (up to its graceful_shutdown_timeout_s) before it stops.
+
+    Raises:
+        ConfigError: the config no longer validates; what is running stays as it was.
+    """
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    config = settings.deploy_config()
+    try:
+        schema = ServeDeploySchema.model_validate(config)
+    except ValueError as exc:
+        raise ConfigError(f"invalid serve config {settings.serve_config}: {exc}") from exc
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
+    )
+    client.deploy_apps(schema, _blocking=False)
+    return config
+
+
 def wait_until_ready(base_url: str, timeout_s: float) -> None:
     """Wait for every application to run and the models to load; raise on failure."""
     from ray import serve

@@ -120,7 +120,8 @@ def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -
     for deployment in app["deployments"]:
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = 1
-        deployment["graceful_shutdown_timeout_s"] = 2  # tests stop the platform at once
+        # graceful_shutdown_timeout_s stays as committed: a rollout drains streams in flight
+        # (tests/serving/test_rollout.py); idle replicas stop at once anyway.
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
