@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from kernel.errors import Overloaded, RequestError
+from kernel.errors import NotReady, Overloaded, RequestError
 from rag.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -50,12 +50,16 @@ def _unwrap(exc: BaseException) -> BaseException:
     """Return the domain error a replica raised (Ray wraps it), or the exception itself.
 
     A full queue in front of the RagServer replicas (max_queued_requests) is Overloaded: 503
-    with Retry-After, at once.
+    with Retry-After, at once. A replica that died or stopped while answering (killed, or cut
+    off by its drain timeout) is NotReady: 503, the client may ask again.
     """
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
     from ray.serve.exceptions import BackPressureError
 
     if isinstance(exc, BackPressureError):
         return Overloaded(f"RAG is at capacity: {exc}"[:300])
+    if isinstance(exc, ActorDiedError | ActorUnavailableError):
+        return NotReady(f"the RAG replica answering stopped ({type(exc).__name__}); ask again")
     cause = getattr(exc, "cause", None)
     return cause if isinstance(cause, RequestError) else exc
 
