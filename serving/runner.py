@@ -19,24 +19,39 @@ from serving.settings import ServingSettings
 log = structlog.get_logger(__name__)
 
 
-def ray_environment(settings: ServingSettings) -> dict[str, str]:
-    """Return the variables Ray's processes must see when they start."""
-    env = {
-        # Local runs need no cluster auth token; a cluster sets its own mode.
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.haproxy else "0",
+def serve_environment() -> dict[str, str]:
+    """Return the Ray Serve variables of the platform, the same locally and in a cluster.
+
+    `python -m serving.kube` writes them into the RayService's ConfigMap (k8s/base/serving/
+    serve.env): the cluster runs the proxy and the settings that were tested and benchmarked.
+    """
+    return {
+        # Ray Serve's HAProxy ingress (HTTP only, no model multiplexing on the ingress, both
+        # as Lakeserve uses it): ~10x the Python proxy's throughput here (bench/serving.py).
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Ray's throughput profile: user code on the replica's loop, buffered request logs,
         # direct ingress, GC frozen after start-up. Measured here: +20-30% req/s (bench/).
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        # A stopping replica stays reachable (30 s by default) so that external load balancers
-        # can deregister it; on one machine HAProxy is reconfigured locally within a second.
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
         # A replica that dies holding requests closes their connections without an answer.
         # Every route is safe to replay (predictions and RAG answers are pure, feedback is
         # deduplicated by event and answer id), so HAProxy retries those on another replica
         # instead of failing them; 503s (overload, not ready) are never retried.
         "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
         "RAY_SERVE_HAPROXY_RETRIES": "2",
+    }
+
+
+def ray_environment(settings: ServingSettings) -> dict[str, str]:
+    """Return the variables Ray's processes must see when they start on this machine."""
+    env = {
+        **serve_environment(),
+        # Local runs need no cluster auth token; a cluster sets its own mode.
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.haproxy else "0",
+        # A stopping replica stays reachable (30 s by default) so that external load balancers
+        # can deregister it; on one machine HAProxy is reconfigured locally within a second.
+        # (A cluster keeps the default: Kubernetes Services take that long.)
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     }
     # HAProxy keeps its config and socket under /tmp/haproxy-serve by default: one per port,
     # so two local servers (e.g. the demo and the tests) do not share it. Ray appends a 56-char
