@@ -112,6 +112,26 @@ def containers(obj: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, 
             yield pod, container
 
 
+def probe_problems(where: str, container: dict[str, Any]) -> list[str]:
+    """Probes that cannot cause a restart storm: a startup probe holds the others back while
+    the server starts, every probe has its own timeout, and liveness tolerates a minute."""
+    problems = []
+    probes = {k: container.get(f"{k}Probe") for k in ("startup", "readiness", "liveness")}
+    for kind, probe in probes.items():
+        if not probe:
+            problems.append(f"{where}: no {kind} probe")
+        elif probe.get("timeoutSeconds", 1) < 2:
+            problems.append(f"{where}: {kind} probe times out in under 2 s")
+    tolerated = {
+        k: p.get("periodSeconds", 10) * p.get("failureThreshold", 3) for k, p in probes.items() if p
+    }
+    if tolerated.get("liveness", 60) < 60:
+        problems.append(f"{where}: liveness restarts after {tolerated['liveness']} s")
+    if tolerated.get("startup", 120) < 120:
+        problems.append(f"{where}: startup allows only {tolerated['startup']} s")
+    return problems
+
+
 @pytest.mark.parametrize("target", [*OVERLAYS, *JOB_FILES])
 def test_every_container_is_bounded_and_locked_down(target: str) -> None:
     problems = []
@@ -132,10 +152,8 @@ def test_every_container_is_bounded_and_locked_down(target: str) -> None:
                 problems.append(f"{where}: writable root filesystem")
             if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
                 problems.append(f"{where}: may run as root")
-            if obj["kind"] in ("Deployment", "StatefulSet") and not (
-                container.get("readinessProbe") and container.get("livenessProbe")
-            ):
-                problems.append(f"{where}: probes")
+            if obj["kind"] in ("Deployment", "StatefulSet"):
+                problems += probe_problems(where, container)
     assert problems == []
 
 
@@ -299,3 +317,13 @@ def test_kind_script_passes_shellcheck() -> None:
     script = ROOT / "scripts" / "kind-deploy.sh"
     done = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+
+
+def test_probe_check_reports_restart_storm_settings() -> None:
+    quick = {"httpGet": {"path": "/h", "port": 80}, "periodSeconds": 5, "failureThreshold": 3}
+    assert probe_problems("c", {"readinessProbe": quick, "livenessProbe": quick}) == [
+        "c: no startup probe",
+        "c: readiness probe times out in under 2 s",
+        "c: liveness probe times out in under 2 s",
+        "c: liveness restarts after 15 s",
+    ]
