@@ -25,7 +25,8 @@ JOB_FILES = {
     "train-sweep": K8S / "jobs" / "train-sweep.yaml",
     "seed-job": K8S / "jobs" / "seed-job.yaml",
 }
-TARGETS = {**KUSTOMIZATIONS, **JOB_FILES}
+GITOPS = {f"argocd-{p.stem}": p for p in sorted((K8S / "argocd").glob("*.yaml"))}
+TARGETS = {**KUSTOMIZATIONS, **JOB_FILES, **GITOPS}
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
 
 
@@ -67,6 +68,13 @@ def test_validators_report_every_error_of_every_object() -> None:
          "spec": {"entrypointz": "python x.py"}},
         {"apiVersion": "ray.io/v1", "kind": "RayCluster"},
         {"apiVersion": "ray.io/v2", "kind": "RayService", "metadata": {"name": "v2"}},
+        {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+         "metadata": {"name": "h"}, "spec": {"rules": [{"backendRefz": []}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+         "metadata": {"name": "p"}, "spec": {"selector": {}, "podMetricsEndpoints": [{"portz": "x"}]}},
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "a"},
+         "spec": {"project": "default", "destination": {}, "sourcez": {}}},
+        {"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute", "metadata": {"name": "v9"}},
     ]  # fmt: skip
     found = "\n".join(errors(broken))
     assert "Deployment/typo: spec: Additional properties are not allowed ('replicaz'" in found
@@ -78,6 +86,14 @@ def test_validators_report_every_error_of_every_object() -> None:
     assert "RayJob/j: spec: Additional properties are not allowed ('entrypointz'" in found
     assert "RayCluster/None: (root): 'metadata' is a required property" in found
     assert "RayService/v2: unknown kind ray.io/v2 RayService" in found
+    assert (
+        "HTTPRoute/h: spec/rules/0: Additional properties are not allowed ('backendRefz'" in found
+    )
+    assert (
+        "PodMonitor/p: spec/podMetricsEndpoints/0: Additional properties are not allowed" in found
+    )
+    assert "Application/a: spec: Additional properties are not allowed ('sourcez'" in found
+    assert "HTTPRoute/v9: unknown kind gateway.networking.k8s.io/v9 HTTPRoute" in found
 
 
 def test_missing_kuberay_crds_fail_saying_how_to_get_them(
@@ -327,3 +343,13 @@ def test_probe_check_reports_restart_storm_settings() -> None:
         "c: liveness probe times out in under 2 s",
         "c: liveness restarts after 15 s",
     ]
+
+
+def test_every_overlay_has_an_argo_cd_application_and_each_points_at_one() -> None:
+    paths = {}
+    for name, path in GITOPS.items():
+        [app] = render(path)
+        assert app["kind"] == "Application" and app["metadata"]["namespace"] == "argocd"
+        paths[name] = app["spec"]["source"]["path"]
+    assert sorted(paths.values()) == [f"k8s/overlays/{o}" for o in OVERLAYS]
+    assert all((ROOT / path / "kustomization.yaml").is_file() for path in paths.values())

