@@ -14,7 +14,9 @@ in turn:
 - **S3 hung**: moto_server SIGSTOPped for 10 s (its data is in memory), then SIGCONT.
 
 For each fault and each kind of request it prints the requests sent in the fault's window, those
-that failed (5xx other than 503, or no answer), 503s (each with Retry-After), degraded answers
+that failed (5xx other than 503, or no answer), those whose kept-alive connection was closed
+before any answer (a proxy reload; safe to send again, as the openai client and the chat page's
+client do), 503s (each with Retry-After), degraded answers
 (RAG answers quoted from the sources because the LLM is down), the seconds until the platform is
 whole again, and p99 latency before, during (10 s after the fault) and after. At the end every
 feedback event acknowledged with 201 is looked up in the table.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import os
 import signal
 import subprocess
@@ -110,10 +113,16 @@ def run_loads(
                         response.status_code == 200 and response.json()["mode"] == "retrieval_only"
                     )
                 else:
-                    body = {"event_id": event, "answer_id": f"bench-{event[:8]}", "rating": "up"}
+                    body = {"event_id": event, "answer_id": f"bench-{event[:8]}", "rating": "up",
+                            "question": QUESTIONS[0], "answer": "Use json.dumps [1]."}  # fmt: skip
                     response = await http.post(f"{base}/rag/feedback", json=body)
                 status = response.status_code
                 retry_after = "retry-after" in response.headers
+            except httpx.RemoteProtocolError as exc:
+                # -1: a kept-alive connection closed as the request went out (HAProxy reloads
+                # when replicas change); nothing was answered, a client may send it again.
+                status = -1 if "without sending a response" in str(exc) else 0
+                retry_after = False
             except httpx.HTTPError:
                 status, retry_after = 0, False
             if status == 201:
@@ -172,12 +181,14 @@ def start_llm(home: Path, port: int) -> subprocess.Popen[bytes]:
     return server(command, f"http://127.0.0.1:{port}/v1/models", home / "llm.log")
 
 
-def eventually(condition: Callable[[], bool], timeout_s: float = 300) -> None:
+def eventually(condition: Callable[[], bool], timeout_s: float = 300) -> bool:
+    """Wait until `condition()` holds; False if it did not within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError("the platform did not recover")
+            return False
         time.sleep(0.2)
+    return True
 
 
 def answers(base: str, question: str = QUESTIONS[0]) -> str | None:
@@ -247,13 +258,14 @@ def main() -> None:
     loads: list[Load] = []
     try:
         wait_ready(f"{base}/v2/health/ready", platform)
-        eventually(lambda: len(replica_pids()) >= 2 and answers(base) == "generated")
+        if not eventually(lambda: len(replica_pids()) >= 2 and answers(base) == "generated"):
+            raise TimeoutError("the platform did not start answering")
         loads, thread = run_loads(base, args.clients, stopping)
         time.sleep(10)
 
         def observe(name: str, fault: float, whole: Callable[[], bool]) -> None:
-            eventually(whole)
-            recovered = time.monotonic() - fault
+            # Not back within 5 minutes: reported as such (recovery nan), the next fault runs.
+            recovered = time.monotonic() - fault if eventually(whole) else float("nan")
             time.sleep(max(5.0, args.window - recovered))
             rows.append((name, fault, recovered))
 
@@ -300,6 +312,10 @@ def main() -> None:
         observe("S3 hung 10 s", fault, lambda: loads[2].samples[-1][2] == 201)
         stopping.set()
         thread.join(90)
+    except BaseException:
+        for process in servers.values():
+            stop(process)
+        raise
     finally:
         stopping.set()
         stop(platform, ray_dir)
@@ -323,24 +339,26 @@ def report(
 ) -> None:
     table = Table(title=f"Faults under load: {clients} /predict + 2 RAG + 1 feedback clients, "
                         f"{os.cpu_count()} cores")  # fmt: skip
-    for column in ("fault", "requests", "sent", "failed", "503 (Retry-After)", "degraded",
+    for column in ("fault", "requests", "sent", "failed", "closed unanswered", "503 (Retry-After)", "degraded",
                    "recovery s", "p99 before ms", "p99 during ms", "p99 after ms"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("fault", "requests") else "right")
     for name, fault, recovered in rows:
         for load in loads:
-            sent = load.window(fault, fault + max(recovered, 10))
-            failed = sum(1 for _, _, status, _, _ in sent if status not in OK and status != 503)
+            span = 300.0 if math.isnan(recovered) else max(recovered, 10)
+            sent = load.window(fault, fault + span)
+            failed = sum(1 for _, _, status, _, _ in sent if status not in (*OK, 503, -1))
+            unanswered = sum(1 for _, _, status, _, _ in sent if status == -1)
             busy = [s for s in sent if s[2] == 503]
             degraded = sum(1 for s in sent if s[3])
             table.add_row(
-                name, load.name, str(len(sent)), str(failed),
+                name, load.name, str(len(sent)), str(failed), str(unanswered),
                 f"{len(busy)} ({sum(1 for s in busy if s[4])})", str(degraded), f"{recovered:.1f}",
                 f"{p99_ms(load.window(fault - 10, fault)):.0f}",
                 f"{p99_ms(load.window(fault, fault + 10)):.0f}",
-                f"{p99_ms(load.window(fault + recovered, fault + recovered + 5)):.0f}",
+                f"{p99_ms(load.window(fault + span, fault + span + 5)):.0f}",
             )  # fmt: skip
         table.add_section()
-    Console(width=180).print(table)
+    Console(width=200).print(table)
     acknowledged = loads[2].acknowledged if loads else []
     lost = [event for event in acknowledged if event not in stored]
     Console().print(f"feedback: {len(acknowledged)} events acknowledged (201), "

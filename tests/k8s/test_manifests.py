@@ -71,10 +71,12 @@ def test_validators_report_every_error_of_every_object() -> None:
         {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
          "metadata": {"name": "h"}, "spec": {"rules": [{"backendRefz": []}]}},
         {"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
-         "metadata": {"name": "p"}, "spec": {"selector": {}, "podMetricsEndpoints": [{"portz": "x"}]}},
+         "metadata": {"name": "p"},
+         "spec": {"selector": {}, "podMetricsEndpoints": [{"portz": "x"}]}},
         {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "a"},
          "spec": {"project": "default", "destination": {}, "sourcez": {}}},
-        {"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute", "metadata": {"name": "v9"}},
+        {"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute",
+         "metadata": {"name": "v9"}},
     ]  # fmt: skip
     found = "\n".join(errors(broken))
     assert "Deployment/typo: spec: Additional properties are not allowed ('replicaz'" in found

