@@ -224,9 +224,11 @@ def test_prod_is_highly_available_and_autoscaled() -> None:
     assert objects[("Deployment", "mlflow")]["spec"]["replicas"] >= 2
     assert objects[("HorizontalPodAutoscaler", "chat")]["spec"]["minReplicas"] >= 2
     assert {name for kind, name in objects if kind == "PodDisruptionBudget"} >= {
-        "mlflow", "chat", "ray-workers",
+        "mlflow", "chat", "ray-workers", "ray-head", "chroma",
     }  # fmt: skip
     cluster = objects[("RayService", "lakeserve")]["spec"]["rayClusterConfig"]
+    redis = cluster["gcsFaultToleranceOptions"]
+    assert redis["redisAddress"] and redis["redisPassword"]["valueFrom"]["secretKeyRef"]
     assert cluster["enableInTreeAutoscaling"] is True
     [workers] = cluster["workerGroupSpecs"]
     assert 2 <= workers["minReplicas"] < workers["maxReplicas"]
