@@ -107,3 +107,12 @@ def test_a_changed_serve_environment_is_detected(
     assert kube.main(["--check"]) == 1
     assert kube.main([]) == 0 and stale.read_text() == kube.serve_env()
     assert kube.main(["--check"]) == 0
+
+
+def test_the_ray_control_plane_requires_a_token_on_the_version_installed() -> None:
+    import ray
+
+    for overlay in ("dev", "prod"):
+        cluster = rendered_rayservice(overlay)["spec"]["rayClusterConfig"]
+        assert cluster["authOptions"] == {"mode": "token"}
+        assert cluster["rayVersion"] == ray.__version__  # token auth needs Ray >= 2.52
