@@ -63,8 +63,11 @@ S3_SECRET=$(existing lakeserve-platform lakeserve-s3 LAKESERVE_S3_SECRET_ACCESS_
 S3_SECRET=${S3_SECRET:-$(openssl rand -hex 20)}
 PG_PASSWORD=$(existing lakeserve-platform postgres POSTGRES_PASSWORD || true)
 PG_PASSWORD=${PG_PASSWORD:-$(openssl rand -hex 20)}
-API_KEY=$(existing lakeserve-serving lakeserve-api-keys LAKESERVE_API_KEY || true)
+API_KEY=$(existing lakeserve-serving lakeserve-api-keys LAKESERVE_API_KEYS || true)
 API_KEY=${API_KEY:-$(openssl rand -hex 20)}
+# The chat page has a key of its own, revocable without touching the clients' keys.
+CHAT_KEY=$(existing lakeserve-serving lakeserve-chat-key LAKESERVE_API_KEY || true)
+CHAT_KEY=${CHAT_KEY:-$(openssl rand -hex 20)}
 for namespace in lakeserve-platform lakeserve-serving lakeserve-jobs; do
     secret "$namespace" lakeserve-s3 \
         "LAKESERVE_S3_ACCESS_KEY_ID=$S3_KEY" "LAKESERVE_S3_SECRET_ACCESS_KEY=$S3_SECRET"
@@ -72,7 +75,8 @@ done
 secret lakeserve-platform postgres "POSTGRES_PASSWORD=$PG_PASSWORD"
 secret lakeserve-platform mlflow-db \
     "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:$PG_PASSWORD@postgres.lakeserve-platform.svc.cluster.local:5432/mlflow"
-secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY" "LAKESERVE_API_KEY=$API_KEY"
+secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY"
+secret lakeserve-serving lakeserve-chat-key "LAKESERVE_API_KEY=$CHAT_KEY"
 
 step "applying k8s/overlays/dev"
 kubectl apply -k "$ROOT/k8s/overlays/dev"

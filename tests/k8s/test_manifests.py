@@ -357,3 +357,54 @@ def test_every_overlay_has_an_argo_cd_application_and_each_points_at_one() -> No
         paths[name] = app["spec"]["source"]["path"]
     assert sorted(paths.values()) == [f"k8s/overlays/{o}" for o in OVERLAYS]
     assert all((ROOT / path / "kustomization.yaml").is_file() for path in paths.values())
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_chat_page_is_reached_only_through_sign_in(target: str) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS[target])}
+    ingress_backends = {
+        rule["host"].split(".")[0]: path["backend"]["service"]["name"]
+        for (kind, _), obj in objects.items() if kind == "Ingress"
+        for rule in obj["spec"]["rules"] for path in rule["http"]["paths"]
+    }  # fmt: skip
+    assert ingress_backends == {"api": "lakeserve-serve-svc", "chat": "chat-signin"}
+    [chat_route] = objects[("HTTPRoute", "lakeserve-chat")]["spec"]["rules"]
+    assert [ref["name"] for ref in chat_route["backendRefs"]] == ["chat-signin"]
+    assert "limit-rps" in str(objects[("Ingress", "chat")]["metadata"]["annotations"])
+    # The chat pods admit browsers from the sign-in proxy only (and monitoring on metrics).
+    policy = objects[("NetworkPolicy", "chat")]["spec"]["ingress"]
+    page = [rule for rule in policy if {"protocol": "TCP", "port": 8501} in rule["ports"]]
+    assert [rule["from"] for rule in page] == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "chat-signin"}}}]
+    ]
+    signin = objects[("Deployment", "chat-signin")]["spec"]
+    [proxy] = signin["template"]["spec"]["containers"]
+    assert "--provider=oidc" in proxy["args"]
+    assert {"secretRef": {"name": "chat-oidc"}} in proxy["envFrom"]
+    # kind has no OIDC provider: the proxy is scaled to 0 there, the page is port-forwarded.
+    assert signin["replicas"] == (0 if target == "dev" else 2)
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_the_chat_page_has_its_own_api_key(target: str) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS[target])}
+
+    def env(container: dict[str, Any]) -> dict[str, Any]:
+        return {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") or e.get("value")
+                for e in container.get("env", [])}  # fmt: skip
+
+    [chat] = objects[("Deployment", "chat")]["spec"]["template"]["spec"]["containers"]
+    assert env(chat)["LAKESERVE_API_KEY"]["name"] == "lakeserve-chat-key"
+    cluster = objects[("RayService", "lakeserve")]["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            values = env(container)
+            names = list(values)
+            assert values["CLIENT_API_KEYS"]["name"] == "lakeserve-api-keys"
+            assert values["CHAT_API_KEY"]["name"] == "lakeserve-chat-key"
+            assert values["LAKESERVE_API_KEYS"] == "$(CLIENT_API_KEYS),$(CHAT_API_KEY)"
+            # Kubernetes expands $(VAR) only from variables defined before it.
+            assert names.index("LAKESERVE_API_KEYS") > max(
+                names.index("CLIENT_API_KEYS"), names.index("CHAT_API_KEY")
+            )
