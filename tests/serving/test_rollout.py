@@ -111,6 +111,11 @@ def test_redeploy_drains_streams_to_done_and_fails_no_prediction(platform: Platf
         for thread in threads:
             thread.join(timeout=200)
     wait_for_rag(platform.url)
+    # The platform is shared: the next tests find every model loaded on the new replica.
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{platform.url}/v2/health/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "models not loaded after the rollout"
+        time.sleep(0.5)
 
     assert not problems, (sighup, replaced, problems[:5])
     # Streams that were in flight while old replicas were told to stop, and all others,
