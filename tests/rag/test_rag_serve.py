@@ -236,7 +236,7 @@ def test_chain_uses_any_openai_compatible_endpoint(platform: Platform) -> None:
     assert answer.usage["output_tokens"] > 0
 
 
-def test_endpoint_errors_are_upstream_errors(platform: Platform) -> None:
+def test_endpoint_errors_are_upstream_errors_or_a_quoted_answer(platform: Platform) -> None:
     for settings in (
         RagSettings(
             llm_base_url=f"{platform.url}/v1", llm_model="lakeserve-rag", llm_api_key="bad"
@@ -246,4 +246,6 @@ def test_endpoint_errors_are_upstream_errors(platform: Platform) -> None:
         retriever = FixedRetriever([hit("math.gcd", "gcd")])
         chain = RagChain(retriever, chat_model(settings))
         with pytest.raises(Upstream, match="LLM failed"):
-            asyncio.run(chain.answer(QUESTION))
+            asyncio.run(chain.answer(QUESTION, fallback="none"))
+        # By default a failed LLM degrades the answer to the sources' own text.
+        assert asyncio.run(chain.answer(QUESTION)).mode == "retrieval_only"
