@@ -80,27 +80,41 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(settings: ServingSettings) -> dict[str, Any]:
-    """Start (or join) Ray, start Serve and submit the config; return the config deployed."""
-    from ray.serve._private import api as serve_api  # what `serve run CONFIG` uses
+def _schema(settings: ServingSettings) -> tuple[dict[str, Any], Any]:
+    """Return the Serve config file and its validated schema.
+
+    Raises:
+        ConfigError: the config does not validate.
+    """
     from ray.serve.schema import ServeDeploySchema
 
     config = settings.deploy_config()
     try:
-        schema = ServeDeploySchema.model_validate(config)
+        return config, ServeDeploySchema.model_validate(config)
     except ValueError as exc:
         raise ConfigError(f"invalid serve config {settings.serve_config}: {exc}") from exc
+
+
+def _deploy(schema: Any) -> None:
+    from ray.serve._private import api as serve_api  # what `serve run CONFIG` uses
+
+    client = serve_api.serve_start(
+        http_options=schema.http_options.model_dump(),
+        proxy_location=schema.proxy_location,
+    )
+    client.deploy_apps(schema, _blocking=False)
+
+
+def start(settings: ServingSettings) -> dict[str, Any]:
+    """Start (or join) Ray, start Serve and submit the config; return the config deployed."""
+    config, schema = _schema(settings)
     # Ray's raylet, controller and proxies read these at start-up from the environment they
     # inherit; this process is their parent, so that is where they must be set.
     for key, value in ray_environment(settings).items():
         os.environ.setdefault(key, value)
     Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).mkdir(parents=True, exist_ok=True)
     init_ray(settings, namespace="serve")
-    client = serve_api.serve_start(
-        http_options=schema.http_options.model_dump(),
-        proxy_location=schema.proxy_location,
-    )
-    client.deploy_apps(schema, _blocking=False)
+    _deploy(schema)
     return config
 
 
@@ -113,18 +127,8 @@ def redeploy(settings: ServingSettings) -> dict[str, Any]:
     Raises:
         ConfigError: the config no longer validates; what is running stays as it was.
     """
-    from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
-
-    config = settings.deploy_config()
-    try:
-        schema = ServeDeploySchema.model_validate(config)
-    except ValueError as exc:
-        raise ConfigError(f"invalid serve config {settings.serve_config}: {exc}") from exc
-    client = serve_api.serve_start(
-        http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location
-    )
-    client.deploy_apps(schema, _blocking=False)
+    config, schema = _schema(settings)
+    _deploy(schema)
     return config
 
 
