@@ -4,8 +4,21 @@
 # Run:   docker run --rm -p 8000:8000 -e LAKESERVE_HTTP_HOST=0.0.0.0 -v lakeserve-data:/data \
 #          lakeserve:dev serve   (the API binds 127.0.0.1 unless told otherwise)
 
+# Build arguments (the defaults are what a machine with internet access uses):
+#   BASE_IMAGE      a Debian bookworm image with Python 3.11 as `python` (and its headers and venv);
+#                   scripts/image.sh makes one with debootstrap where no registry is reachable.
+#   TORCH_INDEX_URL the index pip takes the CPU build of torch from; empty: WHEELS only.
+#   WHEELS          a directory of prebuilt wheels mounted into the build (buildah --volume), tried
+#                   before PyPI: saves the llama.cpp compile when the host has already built it.
+#   CA_BUNDLE       a CA bundle pip trusts (mounted too), for networks behind a TLS-inspecting proxy.
+ARG BASE_IMAGE=python:3.11.14-slim-bookworm
+
 # ---- build: the dependencies and the project, compiled into a virtualenv -----------------------
-FROM python:3.11.14-slim-bookworm AS build
+# checkov:skip=CKV_DOCKER_7: BASE_IMAGE defaults to a pinned tag; a build that overrides it pins its own
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG WHEELS=""
+ARG CA_BUNDLE=""
 
 # llama-cpp-python ships only as source: it needs a C/C++ toolchain and CMake.
 # Versions follow the base image's Debian release; exact pins break at each Debian point release.
@@ -28,9 +41,13 @@ COPY pyproject.toml constraints.txt ./
 # none, and torch's own dependencies come afterwards from PyPI under constraints.txt.
 # The project's dependencies are read from pyproject.toml, so the code is not needed yet.
 # GGML_NATIVE=OFF: llama.cpp for any x86-64/arm64 CPU, not only the build machine's.
-RUN python -m venv /opt/venv \
+RUN if [ -n "$WHEELS" ]; then export PIP_FIND_LINKS="$WHEELS"; fi \
+    && if [ -n "$CA_BUNDLE" ]; then export PIP_CERT="$CA_BUNDLE"; fi \
+    && python -m venv /opt/venv \
     && torch_version="$(sed -n 's/^torch==\([^+]*\).*/\1/p' constraints.txt)" \
-    && pip install --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==${torch_version}" \
+    && if [ -n "$TORCH_INDEX_URL" ]; then export PIP_INDEX_URL="$TORCH_INDEX_URL"; else export PIP_NO_INDEX=1; fi \
+    && pip install --no-deps "torch==${torch_version}" \
+    && unset PIP_INDEX_URL PIP_NO_INDEX \
     && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
     && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/requirements.txt \
     && CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -c /tmp/constraints.txt -r /tmp/requirements.txt \
@@ -44,11 +61,12 @@ COPY lakehouse/ lakehouse/
 COPY training/ training/
 COPY serving/ serving/
 COPY rag/ rag/
-RUN pip install --no-deps . \
+RUN if [ -n "$CA_BUNDLE" ]; then export PIP_CERT="$CA_BUNDLE"; fi \
+    && pip install --no-deps . \
     && pip check
 
 # ---- runtime ------------------------------------------------------------------------------------
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE_IMAGE}
 
 LABEL org.opencontainers.image.title="lakeserve" \
       org.opencontainers.image.description="Lakeserve: Delta lakehouse, MLflow training, Ray Serve, RAG and chat in one image."

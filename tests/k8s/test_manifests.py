@@ -330,12 +330,13 @@ def test_one_image_runs_every_role() -> None:
             assert done.returncode == 0, (command, done.stderr[-500:])
 
 
-def test_kind_script_passes_shellcheck() -> None:
+def test_scripts_pass_shellcheck() -> None:
     shellcheck = ROOT / ".venv-tools" / "bin" / "shellcheck"
     if not shellcheck.exists():
         pytest.fail(f"{shellcheck} missing: `make tools` installs it")
-    script = ROOT / "scripts" / "kind-deploy.sh"
-    done = subprocess.run([str(shellcheck), str(script)], capture_output=True, text=True)
+    scripts = sorted((ROOT / "scripts").glob("*.sh"))
+    assert {script.name for script in scripts} >= {"kind-deploy.sh", "image.sh"}
+    done = subprocess.run([str(shellcheck), *map(str, scripts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
 
 
