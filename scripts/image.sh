@@ -18,11 +18,10 @@ PIP=${PIP:-.venv/bin/python -m pip}
 # The CA bundle pip trusts here (this machine's, which may include a TLS-inspecting proxy's CA).
 CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
 
-need() { command -v "$1" >/dev/null || missing+=("$2"); }
 missing=()
-need buildah buildah
-need podman podman
-need debootstrap debootstrap
+for tool in buildah podman debootstrap; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
