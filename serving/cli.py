@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,7 +99,7 @@ def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:
 
     headers = {"Authorization": f"Bearer {settings.keys()[0]}"} if settings.keys() else {}
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
-        metadata = client.get(f"/v2/models/{model}").json()
+        metadata = _model_metadata(client, model)
         row = _sample_row([spec["name"] for spec in metadata["inputs"]])
         inputs = [
             {
@@ -119,6 +121,29 @@ def _self_check(base_url: str, settings: ServingSettings, model: str) -> None:
         f"{body['outputs'][0]['data'][0]:.2f} for {row}",
         soft_wrap=True,
     )
+
+
+def _model_metadata(client: httpx.Client, model: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Return the model's v2 metadata, waiting while the ingress still answers 503 or 404.
+
+    Readiness was seen through one route a moment ago; the proxy's route table and a replica's
+    model slot can lag it briefly, so a not-yet answer is retried, anything else is an error.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.get(f"/v2/models/{model}")
+        if response.status_code == 200:
+            with contextlib.suppress(ValueError):
+                body = response.json()
+                if isinstance(body, dict) and isinstance(body.get("inputs"), list):
+                    return body
+        elif response.status_code in (404, 503) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
+        raise LakeserveError(
+            f"self-check: metadata of {model} answered {response.status_code}: "
+            f"{response.text[:300]}"
+        )
 
 
 def _sample_row(columns: list[str]) -> dict[str, Any]:
