@@ -15,7 +15,7 @@ CHECKOV_VERSION := 3.3.30
 SHELLCHECK_VERSION := 0.11.0.1
 KUBERAY_TAG := v1.7.0
 
-.PHONY: demo test test-unit lint lock install clean browser tools crds k8s-sync
+.PHONY: demo test test-unit test-image lint lock install clean browser tools crds k8s-sync
 
 install: $(STAMP)
 
@@ -55,7 +55,13 @@ test: lint browser tools crds
 
 # The fast tier: no servers, no browser, no Ray (tests not marked `integration`).
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" -q
+	$(BIN)/python -m pytest -m "not integration and not image" -q
+
+# The image tier: build the image (scripts/image.sh, cached layers) and run every role in it as
+# a locked-down pod would (read-only root, user 10001, only /tmp and /data writable). Needs root.
+test-image: $(STAMP)
+	scripts/image.sh
+	$(BIN)/python -m pytest -m image tests/image
 
 # checkov (and shellcheck) in a venv of their own: checkov's pins conflict with the project's.
 tools: $(TOOLS)/.installed-$(CHECKOV_VERSION)-$(SHELLCHECK_VERSION)

@@ -43,7 +43,7 @@ class ModelServer:
         # sized for the whole machine oversubscribe it and make every predict call slower.
         threadpool_limits(self.options.model_threads)
         self.keys = ServingSettings().keys()
-        registry = MlflowRegistry(TrackingSettings().uri)
+        registry = MlflowRegistry(TrackingSettings().uri, verify=self.options.verify_artifacts)
         self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
         self.rag = RagHandle(rag) if rag is not None else None
         # Feedback is written here, not by a RagServer replica: it must not queue behind

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
+from kernel.errors import LakeserveError
+from kernel.integrity import DIGEST_PARAM, GATE_TAG, artifact_digest
 from serving.schema import InputSchema
 
 
@@ -45,11 +49,22 @@ REGISTRY_CLIENT_ENV = {
 }
 
 
-class MlflowRegistry:
-    """Reads aliases and loads versions from an MLflow model registry."""
+class ModelRefused(LakeserveError):
+    """A version serving will not load: not marked by the promotion gate, or its artifact files
+    do not hash to the digest its training run recorded (kernel/integrity.py)."""
 
-    def __init__(self, tracking_uri: str) -> None:
+
+class MlflowRegistry:
+    """Reads aliases and loads versions from an MLflow model registry.
+
+    With `verify` (the default), a version is loaded only when the promotion gate marked it and
+    the files downloaded hash to the digest its training run recorded; the model is then loaded
+    from those same verified files, never fetched a second time.
+    """
+
+    def __init__(self, tracking_uri: str, verify: bool = True) -> None:
         self.tracking_uri = tracking_uri
+        self.verify = verify
         # MLflow's client retries 7 times with exponential backoff and waits up to 120 s per
         # call: a registry outage would hang each alias check for minutes and /models would not
         # say it. Serving fails fast instead (the checks back off on their own); an operator's
@@ -68,12 +83,46 @@ class MlflowRegistry:
         """Load a version with its input signature."""
         import mlflow
 
-        # pyfunc resolves models:/ URIs through the process-wide registry URI.
+        # models:/ URIs resolve through the process-wide registry URI.
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        expected = self._recorded_digest(name, version) if self.verify else None
+        with tempfile.TemporaryDirectory(prefix="lakeserve-model-") as tmp:
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+                )
+            )
+            if expected is not None:
+                actual = artifact_digest(local)
+                if actual != expected:
+                    raise ModelRefused(
+                        f"{name} v{version}: artifact files hash to {actual}, its training run "
+                        f"recorded {expected}; the stored artifact was changed, not loading it"
+                    )
+            pyfunc = mlflow.pyfunc.load_model(str(local))
         schema = InputSchema.from_mlflow(pyfunc.metadata.get_input_schema())
         # Requests are checked and typed against the signature before they get here, so a
         # scikit-learn model is called directly: pyfunc would re-check every batch (~1-2 ms).
         predictor = pyfunc.get_raw_model() if "sklearn" in pyfunc.metadata.flavors else pyfunc
         return LoadedModel(name, version, schema, predictor)
+
+    def _recorded_digest(self, name: str, version: str) -> str:
+        """Return the digest training recorded for `version`; refuse a version without one."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.tracking_uri, self.tracking_uri)
+        registered = client.get_model_version(name, version)
+        if GATE_TAG not in registered.tags:
+            raise ModelRefused(
+                f"{name} v{version} carries no {GATE_TAG} tag: the promotion gate of "
+                "`lakeserve train` did not mark it (set verify_artifacts: false in the serve "
+                "config to host versions registered by other tools)"
+            )
+        params = client.get_run(registered.run_id).data.params if registered.run_id else {}
+        if DIGEST_PARAM not in params:
+            raise ModelRefused(
+                f"{name} v{version}: its training run recorded no {DIGEST_PARAM}; "
+                "re-register it with `lakeserve train`"
+            )
+        return str(params[DIGEST_PARAM])

@@ -20,6 +20,12 @@ class ServingOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[ModelSpec] = Field(min_length=1)
+    verify_artifacts: bool = Field(
+        default=True,
+        description="Load only versions the promotion gate of `lakeserve train` marked and whose "
+        "artifact files hash to the digest their training run recorded; false also hosts "
+        "versions registered by other tools, unverified.",
+    )
     alias_poll_interval_s: float = Field(
         default=10.0, gt=0, description="How often each replica checks the aliases."
     )

@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 import structlog
 
+from kernel.integrity import GATE_TAG
 from kernel.tracking import unreachable_as_error
 from lakehouse.tables import Lakehouse
 from training import data, evaluate, models
@@ -134,13 +135,15 @@ def train(
             elif how:
                 decision = Decision(decision.promote, f"{decision.reason} ({how})")
             alias = promo.alias if decision.promote else promo.challenger_alias
-            tracker.set_alias(config.model_name, alias, str(version.version))
             outcome = {
-                "promotion.decision": alias,
+                GATE_TAG: alias,
                 "promotion.reason": decision.reason,
                 "promotion.previous_champion": champion.version if champion else "none",
             }
+            # The gate's mark first: serving loads only marked versions, and follows the alias
+            # within seconds of it moving.
             tracker.tag_version(config.model_name, str(version.version), outcome)
+            tracker.set_alias(config.model_name, alias, str(version.version))
             mlflow.set_tags({**outcome, "model.version": str(version.version)})
     log.info(
         "training finished",

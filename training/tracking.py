@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -17,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from kernel.integrity import DIGEST_PARAM, artifact_digest
 from kernel.tracking import TrackingStore
 from training.data import Dataset
 
@@ -56,14 +59,28 @@ class Tracker(TrackingStore):
     def log_model(
         self, pipeline: Pipeline, example: pd.DataFrame, model_name: str, tags: dict[str, str]
     ) -> ModelVersion:
-        """Log the fitted pipeline with signature and input example; register a new version."""
+        """Log the fitted pipeline with signature and input example; register a new version.
+
+        The digest of the stored artifact files becomes a run parameter (immutable) and a version
+        tag: serving loads the version only if what it downloads hashes to it.
+        """
         with _integer_columns_are_deliberate():
             signature = infer_signature(example, pipeline.predict(example))
             info = self._log_sklearn(pipeline, signature, example, model_name)
         version = str(info.registered_model_version)
-        for key, value in tags.items():
+        digest = self.stored_digest(model_name, version)
+        mlflow.log_param(DIGEST_PARAM, digest)
+        for key, value in {**tags, DIGEST_PARAM: digest}.items():
             self.client.set_model_version_tag(model_name, version, key, value)
         return self.client.get_model_version(model_name, version)
+
+    def stored_digest(self, model_name: str, version: str) -> str:
+        """Download a version's artifact files as serving will, and return their digest."""
+        with tempfile.TemporaryDirectory(prefix="lakeserve-digest-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
+            )
+            return artifact_digest(Path(local))
 
     def _log_sklearn(
         self, pipeline: Pipeline, signature: Any, example: pd.DataFrame, model_name: str
