@@ -75,6 +75,30 @@ done
 secret lakeserve-platform postgres "POSTGRES_PASSWORD=$PG_PASSWORD"
 secret lakeserve-platform mlflow-db \
     "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:$PG_PASSWORD@postgres.lakeserve-platform.svc.cluster.local:5432/mlflow"
+# The registry: MLflow's basic-auth app (permissions in the same Postgres database: its tables
+# and alembic_version_auth do not overlap MLflow's), an administrator only the users Job uses,
+# a trainer identity for the Jobs and a read-only one for serving.
+keep() {  # namespace secret key: the existing value, else a new random one
+    local value
+    value=$(existing "$1" "$2" "$3" || true)
+    echo "${value:-$(openssl rand -hex 20)}"
+}
+ADMIN_PASSWORD=$(keep lakeserve-platform mlflow-auth MLFLOW_AUTH_ADMIN_PASSWORD)
+CSRF_KEY=$(keep lakeserve-platform mlflow-auth MLFLOW_FLASK_SERVER_SECRET_KEY)
+TRAINER_PASSWORD=$(keep lakeserve-platform mlflow-users TRAINER_PASSWORD)
+SERVING_PASSWORD=$(keep lakeserve-platform mlflow-users SERVING_PASSWORD)
+AUTH_INI=$(printf '[mlflow]\ndefault_permission = READ\ndatabase_uri = %s\n%s\n' \
+    "postgresql://mlflow:$PG_PASSWORD@postgres.lakeserve-platform.svc.cluster.local:5432/mlflow" \
+    "authorization_function = mlflow.server.auth:authenticate_request_basic_auth")
+secret lakeserve-platform mlflow-auth "basic_auth.ini=$AUTH_INI" \
+    "MLFLOW_AUTH_ADMIN_USERNAME=admin" "MLFLOW_AUTH_ADMIN_PASSWORD=$ADMIN_PASSWORD" \
+    "MLFLOW_FLASK_SERVER_SECRET_KEY=$CSRF_KEY"
+secret lakeserve-platform mlflow-users \
+    "TRAINER_PASSWORD=$TRAINER_PASSWORD" "SERVING_PASSWORD=$SERVING_PASSWORD"
+secret lakeserve-jobs mlflow-trainer \
+    "MLFLOW_TRACKING_USERNAME=trainer" "MLFLOW_TRACKING_PASSWORD=$TRAINER_PASSWORD"
+secret lakeserve-serving mlflow-serving \
+    "MLFLOW_TRACKING_USERNAME=serving" "MLFLOW_TRACKING_PASSWORD=$SERVING_PASSWORD"
 secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY"
 secret lakeserve-serving lakeserve-chat-key "LAKESERVE_API_KEY=$CHAT_KEY"
 
@@ -86,6 +110,7 @@ kubectl -n lakeserve-platform rollout status statefulset/minio --timeout=300s
 kubectl -n lakeserve-platform wait --for=condition=complete job/minio-bucket --timeout=300s
 kubectl -n lakeserve-platform wait --for=condition=complete job/mlflow-db-upgrade --timeout=300s
 kubectl -n lakeserve-platform rollout status deployment/mlflow --timeout=300s
+kubectl -n lakeserve-platform wait --for=condition=complete job/mlflow-users --timeout=300s
 kubectl -n lakeserve-platform rollout status statefulset/chroma --timeout=300s
 
 # The Job files as kind needs them: the loaded image, never pulled, sized like the dev overlay.
@@ -147,6 +172,12 @@ MAX_TIME=180 check http://127.0.0.1:18000/rag/query -H "Authorization: Bearer $A
 check http://127.0.0.1:18501/_stcore/health
 # MLflow checks the Host header against --allowed-hosts (k8s/base/platform/mlflow.yaml).
 check http://127.0.0.1:15000/health -H 'Host: localhost:5000'
+# The registry answers serving's read-only identity, and nobody without one.
+check "http://127.0.0.1:15000/api/2.0/mlflow/registered-models/alias?name=fare-regressor&alias=champion" \
+    -H 'Host: localhost:5000' -u "serving:$SERVING_PASSWORD"
+anonymous=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost:5000' \
+    http://127.0.0.1:15000/api/2.0/mlflow/registered-models/search)
+[ "$anonymous" = 401 ] || die "MLflow answered $anonymous without credentials (expected 401)"
 
 step "done. The API key is in Secret lakeserve-serving/lakeserve-api-keys. Open the chat with:"
 echo "  kubectl -n lakeserve-serving port-forward svc/chat 8501:8501   # then http://127.0.0.1:8501"

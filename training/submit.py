@@ -169,7 +169,12 @@ def pod_spec(spec: JobSpec, name: str, args: list[str]) -> dict[str, Any]:
                 "image": spec.image,
                 "imagePullPolicy": spec.pull_policy,
                 "args": args,
-                "envFrom": [{"configMapRef": {"name": "lakeserve-config"}}],
+                # MLflow's trainer identity (MLFLOW_TRACKING_USERNAME/PASSWORD): registers versions
+                # and moves aliases; serving has a read-only one.
+                "envFrom": [
+                    {"configMapRef": {"name": "lakeserve-config"}},
+                    {"secretRef": {"name": "mlflow-trainer"}},
+                ],
                 "env": [
                     {"name": "HOME", "value": "/tmp"},
                     *(

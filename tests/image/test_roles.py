@@ -61,6 +61,7 @@ def mlflow_uri(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     port = free_port()
     command = in_image(
         data,
+        "env", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false",
         "mlflow", "server",
         "--backend-store-uri", "sqlite:////data/mlflow.db",
         "--artifacts-destination", "/data/mlartifacts",

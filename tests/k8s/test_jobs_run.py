@@ -42,6 +42,10 @@ def pod_environment(
     """Resolve envFrom/env like the kubelet; fail on a reference nothing provides."""
     env = {"PATH": os.environ["PATH"]}
     for source in container.get("envFrom", []):
+        if "secretRef" in source:  # whole Secrets: the trainer's MLflow identity only
+            assert source["secretRef"]["name"] == "mlflow-trainer"
+            env.update(MLFLOW_TRACKING_USERNAME="trainer", MLFLOW_TRACKING_PASSWORD="unused")
+            continue
         assert source["configMapRef"]["name"] == "lakeserve-config"
         env.update(config)
     for item in container.get("env", []):

@@ -210,6 +210,7 @@ def test_job_files_refer_to_what_the_overlays_create(target: str) -> None:
                 wanted |= {
                     ("ConfigMap", namespace, ref["configMapRef"]["name"])
                     for ref in container.get("envFrom", [])
+                    if "configMapRef" in ref
                 }
                 wanted |= {
                     ("ConfigMap", namespace, v["configMap"]["name"])
@@ -409,3 +410,63 @@ def test_the_chat_page_has_its_own_api_key(target: str) -> None:
             assert names.index("LAKESERVE_API_KEYS") > max(
                 names.index("CLIENT_API_KEYS"), names.index("CHAT_API_KEY")
             )
+
+
+def secrets_used(pod: dict[str, Any], container: dict[str, Any]) -> set[str]:
+    """Every Secret a container reads: envFrom, env and volumes."""
+    names = {s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s}
+    names |= {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    mounted = {
+        v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v
+    }
+    return names | {
+        mounted[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in mounted
+    }
+
+
+@pytest.mark.parametrize("target", [*OVERLAYS, *JOB_FILES])
+def test_each_role_has_its_own_registry_identity(target: str) -> None:
+    registry_secrets = {"mlflow-auth", "mlflow-users", "mlflow-trainer", "mlflow-serving"}
+    allowed = {
+        "lakeserve-serving": {"mlflow-serving"},
+        "lakeserve-jobs": {"mlflow-trainer"},
+        "lakeserve-platform": {"mlflow-auth", "mlflow-users"},
+    }
+    seen: dict[str, set[str]] = {}
+    for obj in render(TARGETS[target]):
+        namespace = obj["metadata"].get("namespace", "")
+        for pod, container in containers(obj):
+            used = secrets_used(pod, container) & registry_secrets
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+            assert used <= allowed.get(namespace, set()), (where, used)
+            seen.setdefault(where, used)
+            args = " ".join(container.get("args", []))
+            if namespace == "lakeserve-jobs" and args.split()[:1] in (["train"], ["rag"]):
+                assert used == {"mlflow-trainer"}, where  # a Job that logs to MLflow
+            if obj["kind"] == "RayService":
+                assert used == {"mlflow-serving"}, where
+    if target in JOB_FILES:
+        return
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS[target])}
+    mlflow = objects[("Deployment", "mlflow")]["spec"]["template"]
+    server = mlflow["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in server["args"]
+    assert seen["Deployment/mlflow/mlflow"] == {"mlflow-auth"}
+    [users] = objects[("Job", "mlflow-users")]["spec"]["template"]["spec"]["containers"]
+    assert users["args"] == ["registry", "users", "trainer", "serving"]
+    # Prometheus scrapes the metrics sidecar's port, and monitoring reaches only that port.
+    sidecar_ports = {p["containerPort"] for p in mlflow["spec"]["containers"][1]["ports"]}
+    assert int(mlflow["metadata"]["annotations"]["prometheus.io/port"]) in sidecar_ports
+    policy = objects[("NetworkPolicy", "mlflow")]["spec"]
+    for rule in policy["ingress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        monitoring = any(
+            peer.get("namespaceSelector", {}).get("matchLabels", {}).get(
+                "kubernetes.io/metadata.name") == "monitoring"
+            for peer in rule["from"]
+        )  # fmt: skip
+        assert ports == (sidecar_ports if monitoring else {5000}), rule

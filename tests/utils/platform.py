@@ -91,9 +91,12 @@ def prepare(home: Path, tracking_uri: str, model: str, config: str = "fare-ridge
     train(home, tracking_uri, model, config)
 
 
-def train(home: Path, tracking_uri: str, model: str, config: str, *extra: str) -> dict[str, Any]:
-    """Run `lakeserve train` as a real process; return its JSON summary."""
-    env = clean_env(LAKESERVE_HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri)
+def train(
+    home: Path, tracking_uri: str, model: str, config: str, *extra: str, **variables: str
+) -> dict[str, Any]:
+    """Run `lakeserve train` as a real process (`variables` added to its environment); return
+    its JSON summary."""
+    env = clean_env(LAKESERVE_HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri, **variables)
     result = spawn(
         "train", "--config", str(CONFIGS / config), "--model-name", model, "--json", *extra, env=env
     )
