@@ -13,9 +13,17 @@
 #   CA_BUNDLE       a CA bundle pip trusts (mounted too), for networks behind a TLS-inspecting proxy.
 ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
-# ---- build: the dependencies and the project, compiled into a virtualenv -----------------------
+# ---- requirements: the project's dependency list, alone -----------------------------------------
+# Only this list (and constraints.txt) keys the slow dependency layer below: a change elsewhere in
+# pyproject.toml (tool settings, the version) reuses it.
 # checkov:skip=CKV_DOCKER_7: BASE_IMAGE defaults to a pinned tag; a build that overrides it pins its own
-FROM ${BASE_IMAGE} AS build
+FROM ${BASE_IMAGE} AS requirements
+WORKDIR /src
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /requirements.txt
+
+# ---- deps: the dependencies, compiled into a virtualenv ------------------------------------------
+FROM ${BASE_IMAGE} AS deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG WHEELS=""
 ARG CA_BUNDLE=""
@@ -33,13 +41,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# Dependencies before the code: this slow layer (llama.cpp compiles for minutes) is reused until
-# pyproject.toml or constraints.txt change.
-COPY pyproject.toml constraints.txt ./
+# This slow layer (llama.cpp compiles for minutes) is reused until the dependency list or
+# constraints.txt change.
+COPY constraints.txt ./
+COPY --from=requirements /requirements.txt ./
 # torch comes from PyTorch's CPU index, at the version constraints.txt pins: PyPI's wheel pulls
 # GBs of CUDA libraries. Its `+cpu` label is dropped because the index's aarch64 wheels have
 # none, and torch's own dependencies come afterwards from PyPI under constraints.txt.
-# The project's dependencies are read from pyproject.toml, so the code is not needed yet.
 # GGML_NATIVE=OFF: llama.cpp for any x86-64/arm64 CPU, not only the build machine's.
 RUN if [ -n "$WHEELS" ]; then export PIP_FIND_LINKS="$WHEELS"; fi \
     && if [ -n "$CA_BUNDLE" ]; then export PIP_CERT="$CA_BUNDLE"; fi \
@@ -49,12 +57,13 @@ RUN if [ -n "$WHEELS" ]; then export PIP_FIND_LINKS="$WHEELS"; fi \
     && pip install --no-deps "torch==${torch_version}" \
     && unset PIP_INDEX_URL PIP_NO_INDEX \
     && grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
-    && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/requirements.txt \
-    && CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -c /tmp/constraints.txt -r /tmp/requirements.txt \
+    && CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install -c /tmp/constraints.txt -r requirements.txt \
     && pip check
 
-# Then the code, installed as a regular (non-editable) package without touching the dependencies.
-COPY README.md ./
+# ---- build: the project as a wheel (the code changes often; this stage is quick) ----------------
+FROM deps AS build
+ARG CA_BUNDLE=""
+COPY pyproject.toml README.md ./
 COPY lakeserve/ lakeserve/
 COPY kernel/ kernel/
 COPY lakehouse/ lakehouse/
@@ -62,8 +71,7 @@ COPY training/ training/
 COPY serving/ serving/
 COPY rag/ rag/
 RUN if [ -n "$CA_BUNDLE" ]; then export PIP_CERT="$CA_BUNDLE"; fi \
-    && pip install --no-deps . \
-    && pip check
+    && pip wheel --no-deps --wheel-dir /dist .
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -85,8 +93,13 @@ RUN apt-get update \
     && install -d -o 10001 -g 10001 -m 0750 /data \
     && echo "export PATH=/opt/venv/bin:\${PATH}" > /etc/profile.d/lakeserve-venv.sh
 
-# Root-owned and read-only for the app user.
-COPY --from=build /opt/venv /opt/venv
+# Root-owned and read-only for the app user: the dependencies (a layer reused until they change),
+# then the project's wheel on top (a small layer per code change).
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /dist/ /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && /opt/venv/bin/pip check \
+    && rm -rf /tmp/wheels
 WORKDIR /app
 # The training configs at the same relative path as in the repository (the CronJobs use them).
 COPY training/configs/ training/configs/
