@@ -57,7 +57,14 @@ llama=$(sed -n 's/^llama_cpp_python==//p' constraints.txt)
 CMAKE_ARGS="-DGGML_NATIVE=OFF" $PIP wheel --quiet --no-deps --wheel-dir "$WORK/wheels" \
     "torch==$torch" "llama_cpp_python==$llama"
 
-# 3. The image.
+# 3. The image. Superseded layers pile up (a dependency rebuild leaves ~3.5 GB behind): with
+#    under LAKESERVE_IMAGE_MIN_FREE_GB (20) free, dangling images go first, cache included.
+store=$(podman info --format '{{.Store.GraphRoot}}')
+free_kb=$(df -Pk "$store" | awk 'NR == 2 {print $4}')
+if [ "$free_kb" -lt $((${LAKESERVE_IMAGE_MIN_FREE_GB:-20} * 1024 * 1024)) ]; then
+    echo "under ${LAKESERVE_IMAGE_MIN_FREE_GB:-20} GB free in $store: pruning dangling images"
+    podman image prune --force >/dev/null
+fi
 started=$(date +%s)
 buildah bud --isolation chroot --pull=never --layers \
     --volume "$PWD/$WORK/wheels:/wheels:ro" \

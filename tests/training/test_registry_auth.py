@@ -165,7 +165,22 @@ def test_metrics_have_a_port_of_their_own_without_credentials(
                "--port", str(port)]  # fmt: skip
     url = f"http://127.0.0.1:{port}/metrics"
     for _ in start_server(command, url, tmp_path / "metrics.log", env=clean_env()):
-        httpx.get(f"{uri}/health", timeout=10)
-        body = httpx.get(url, timeout=10).text
-        assert "# TYPE mlflow_http_request_total counter" in body or "mlflow_" in body
-        assert 'status="200"' in body  # the requests the server answered, from every worker
+        before = httpx.get(url, timeout=10).text
+        for _ in range(3):  # answered by either worker: the sidecar sums every worker's files
+            search = httpx.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                               auth=ADMIN, timeout=10)  # fmt: skip
+            assert search.status_code == 200
+        after = httpx.get(url, timeout=10).text
+        assert "# TYPE mlflow_http_request_total counter" in after
+        assert requests_ok(after) == requests_ok(before) + 3
+
+
+def requests_ok(metrics: str) -> float:
+    """Sum of mlflow_http_request_total over GET requests answered 200."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlflow_http_request_total{")
+        and 'method="GET"' in line
+        and 'status="200"' in line
+    )
