@@ -470,3 +470,19 @@ def test_each_role_has_its_own_registry_identity(target: str) -> None:
             for peer in rule["from"]
         )  # fmt: skip
         assert ports == (sidecar_ports if monitoring else {5000}), rule
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_overlays_start_pinned_images_from_the_node(target: str) -> None:
+    policies, images = set(), set()
+    for obj in render(TARGETS[target]):
+        for _, container in containers(obj):
+            policies.add(container["imagePullPolicy"])
+            images.add(container["image"])
+        if obj["kind"] == "RayService":
+            policies.add(obj["spec"]["rayClusterConfig"]["autoscalerOptions"]["imagePullPolicy"])
+    assert policies == {"IfNotPresent"}, target
+    if target == "prod":  # a moved tag can never change what runs: every image by digest
+        assert all("@sha256:" in image for image in images), images
+    base = {c["imagePullPolicy"] for o in render(TARGETS["base"]) for _, c in containers(o)}
+    assert base == {"Always"}  # base refers to release tags, which a registry may move
