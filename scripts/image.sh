@@ -66,7 +66,7 @@ if [ "$free_kb" -lt $((${LAKESERVE_IMAGE_MIN_FREE_GB:-20} * 1024 * 1024)) ]; the
     podman image prune --force >/dev/null
 fi
 started=$(date +%s)
-buildah bud --isolation chroot --pull=never --layers \
+buildah bud --isolation chroot --pull=never --layers --force-rm \
     --volume "$PWD/$WORK/wheels:/wheels:ro" \
     --volume "$CA:/run/host-ca.crt:ro" --build-arg CA_BUNDLE=/run/host-ca.crt \
     --build-arg BASE_IMAGE="$BASE" \
