@@ -8,7 +8,10 @@ by hand, or whose artifact was replaced in the store afterwards, is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 DIGEST_PARAM = "model.artifact_digest"
@@ -32,3 +35,18 @@ def artifact_digest(root: Path) -> str:
         relative = path.relative_to(root).as_posix()
         outer.update(f"{relative}\0{path.stat().st_size}\0{inner.hexdigest()}\n".encode())
     return f"sha256:{outer.hexdigest()}"
+
+
+@contextlib.contextmanager
+def downloaded_version(name: str, version: str) -> Iterator[tuple[Path, str]]:
+    """Download a registered version's artifact files into a temporary directory, as serving
+    loads them; yield (directory, digest). Training records that digest, serving compares it."""
+    import mlflow  # here: importing this module stays cheap (serving, the CLI)
+
+    with tempfile.TemporaryDirectory(prefix="lakeserve-model-") as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+            )
+        )
+        yield local, artifact_digest(local)

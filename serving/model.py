@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from kernel.errors import LakeserveError
-from kernel.integrity import DIGEST_PARAM, GATE_TAG, artifact_digest
+from kernel.integrity import DIGEST_PARAM, GATE_TAG, downloaded_version
 from serving.schema import InputSchema
 
 
@@ -87,19 +85,12 @@ class MlflowRegistry:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         expected = self._recorded_digest(name, version) if self.verify else None
-        with tempfile.TemporaryDirectory(prefix="lakeserve-model-") as tmp:
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}", dst_path=tmp
+        with downloaded_version(name, version) as (local, actual):
+            if expected is not None and actual != expected:
+                raise ModelRefused(
+                    f"{name} v{version}: artifact files hash to {actual}, its training run "
+                    f"recorded {expected}; the stored artifact was changed, not loading it"
                 )
-            )
-            if expected is not None:
-                actual = artifact_digest(local)
-                if actual != expected:
-                    raise ModelRefused(
-                        f"{name} v{version}: artifact files hash to {actual}, its training run "
-                        f"recorded {expected}; the stored artifact was changed, not loading it"
-                    )
             pyfunc = mlflow.pyfunc.load_model(str(local))
         schema = InputSchema.from_mlflow(pyfunc.metadata.get_input_schema())
         # Requests are checked and typed against the signature before they get here, so a

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -19,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
-from kernel.integrity import DIGEST_PARAM, artifact_digest
+from kernel.integrity import DIGEST_PARAM, downloaded_version
 from kernel.tracking import TrackingStore
 from training.data import Dataset
 
@@ -76,11 +74,8 @@ class Tracker(TrackingStore):
 
     def stored_digest(self, model_name: str, version: str) -> str:
         """Download a version's artifact files as serving will, and return their digest."""
-        with tempfile.TemporaryDirectory(prefix="lakeserve-digest-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
-            )
-            return artifact_digest(Path(local))
+        with downloaded_version(model_name, version) as (_, digest):
+            return digest
 
     def _log_sklearn(
         self, pipeline: Pipeline, signature: Any, example: pd.DataFrame, model_name: str
