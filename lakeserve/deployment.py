@@ -44,7 +44,7 @@ class ModelServer:
         threadpool_limits(self.options.model_threads)
         self.keys = ServingSettings().keys()
         registry = MlflowRegistry(TrackingSettings().uri, verify=self.options.verify_artifacts)
-        self.host = ModelHost(self.options, registry, ServingMetrics(), batching=True)
+        self.host = ModelHost(self.options, registry, ServingMetrics(export=True), batching=True)
         self.rag = RagHandle(rag) if rag is not None else None
         # Feedback is written here, not by a RagServer replica: it must not queue behind
         # generations, and a 201 must mean the Delta commit happened.

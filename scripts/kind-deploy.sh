@@ -58,9 +58,27 @@ secret() {  # namespace name key=value...
         --dry-run=client -o yaml | kubectl apply -f -
 }
 existing() { kubectl -n "$1" get secret "$2" -o "jsonpath={.data.$3}" 2>/dev/null | base64 -d; }
-S3_KEY=lakeserve
-S3_SECRET=$(existing lakeserve-platform lakeserve-s3 LAKESERVE_S3_SECRET_ACCESS_KEY || true)
-S3_SECRET=${S3_SECRET:-$(openssl rand -hex 20)}
+keep() {  # namespace secret key: the existing value, else a new random one
+    local value
+    value=$(existing "$1" "$2" "$3" || true)
+    echo "${value:-$(openssl rand -hex 20)}"
+}
+# MinIO: the root user for the minio-setup Job only, one user per role with its policy
+# (k8s/overlays/dev/s3-policies/), each namespace's lakeserve-s3 holding its role's keys.
+MINIO_ROOT_PASSWORD=$(keep lakeserve-platform minio-root MINIO_ROOT_PASSWORD)
+S3_SERVING=$(keep lakeserve-platform minio-users SERVING_SECRET)
+S3_JOBS=$(keep lakeserve-platform minio-users JOBS_SECRET)
+S3_MLFLOW=$(keep lakeserve-platform minio-users MLFLOW_SECRET)
+secret lakeserve-platform minio-root "MINIO_ROOT_USER=admin" \
+    "MINIO_ROOT_PASSWORD=$MINIO_ROOT_PASSWORD"
+secret lakeserve-platform minio-users "SERVING_SECRET=$S3_SERVING" "JOBS_SECRET=$S3_JOBS" \
+    "MLFLOW_SECRET=$S3_MLFLOW"
+s3_identity() {  # namespace user secret-key
+    secret "$1" lakeserve-s3 "LAKESERVE_S3_ACCESS_KEY_ID=$2" "LAKESERVE_S3_SECRET_ACCESS_KEY=$3"
+}
+s3_identity lakeserve-platform mlflow "$S3_MLFLOW"
+s3_identity lakeserve-serving serving "$S3_SERVING"
+s3_identity lakeserve-jobs jobs "$S3_JOBS"
 PG_PASSWORD=$(existing lakeserve-platform postgres POSTGRES_PASSWORD || true)
 PG_PASSWORD=${PG_PASSWORD:-$(openssl rand -hex 20)}
 API_KEY=$(existing lakeserve-serving lakeserve-api-keys LAKESERVE_API_KEYS || true)
@@ -68,21 +86,12 @@ API_KEY=${API_KEY:-$(openssl rand -hex 20)}
 # The chat page has a key of its own, revocable without touching the clients' keys.
 CHAT_KEY=$(existing lakeserve-serving lakeserve-chat-key LAKESERVE_API_KEY || true)
 CHAT_KEY=${CHAT_KEY:-$(openssl rand -hex 20)}
-for namespace in lakeserve-platform lakeserve-serving lakeserve-jobs; do
-    secret "$namespace" lakeserve-s3 \
-        "LAKESERVE_S3_ACCESS_KEY_ID=$S3_KEY" "LAKESERVE_S3_SECRET_ACCESS_KEY=$S3_SECRET"
-done
 secret lakeserve-platform postgres "POSTGRES_PASSWORD=$PG_PASSWORD"
 secret lakeserve-platform mlflow-db \
     "MLFLOW_BACKEND_STORE_URI=postgresql://mlflow:$PG_PASSWORD@postgres.lakeserve-platform.svc.cluster.local:5432/mlflow"
 # The registry: MLflow's basic-auth app (permissions in the same Postgres database: its tables
 # and alembic_version_auth do not overlap MLflow's), an administrator only the users Job uses,
 # a trainer identity for the Jobs and a read-only one for serving.
-keep() {  # namespace secret key: the existing value, else a new random one
-    local value
-    value=$(existing "$1" "$2" "$3" || true)
-    echo "${value:-$(openssl rand -hex 20)}"
-}
 ADMIN_PASSWORD=$(keep lakeserve-platform mlflow-auth MLFLOW_AUTH_ADMIN_PASSWORD)
 CSRF_KEY=$(keep lakeserve-platform mlflow-auth MLFLOW_FLASK_SERVER_SECRET_KEY)
 TRAINER_PASSWORD=$(keep lakeserve-platform mlflow-users TRAINER_PASSWORD)
@@ -103,11 +112,14 @@ secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY"
 secret lakeserve-serving lakeserve-chat-key "LAKESERVE_API_KEY=$CHAT_KEY"
 
 step "applying k8s/overlays/dev"
+# The set-up Jobs run again on every deploy (they are idempotent; a Job's template is
+# immutable): a changed policy or a rotated key in the Secrets above takes effect.
+kubectl -n lakeserve-platform delete job minio-setup mlflow-users --ignore-not-found
 kubectl apply -k "$ROOT/k8s/overlays/dev"
 step "waiting for the platform (postgres, minio, mlflow, chroma)"
 kubectl -n lakeserve-platform rollout status statefulset/postgres --timeout=300s
 kubectl -n lakeserve-platform rollout status statefulset/minio --timeout=300s
-kubectl -n lakeserve-platform wait --for=condition=complete job/minio-bucket --timeout=300s
+kubectl -n lakeserve-platform wait --for=condition=complete job/minio-setup --timeout=300s
 kubectl -n lakeserve-platform wait --for=condition=complete job/mlflow-db-upgrade --timeout=300s
 kubectl -n lakeserve-platform rollout status deployment/mlflow --timeout=300s
 kubectl -n lakeserve-platform wait --for=condition=complete job/mlflow-users --timeout=300s
@@ -178,6 +190,22 @@ check "http://127.0.0.1:15000/api/2.0/mlflow/registered-models/alias?name=fare-r
 anonymous=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: localhost:5000' \
     http://127.0.0.1:15000/api/2.0/mlflow/registered-models/search)
 [ "$anonymous" = 401 ] || die "MLflow answered $anonymous without credentials (expected 401)"
+# Serving's S3 identity appends feedback and cannot delete a gold table (a Ray pod's keys).
+HEAD=$(kubectl -n lakeserve-serving get pods -l ray.io/node-type=head -o name | head -1)
+kubectl -n lakeserve-serving exec "$HEAD" -c ray-head -- python -c '
+import os, boto3
+from botocore.exceptions import ClientError
+s3 = boto3.client("s3", endpoint_url=os.environ["LAKESERVE_S3_ENDPOINT_URL"],
+                  aws_access_key_id=os.environ["LAKESERVE_S3_ACCESS_KEY_ID"],
+                  aws_secret_access_key=os.environ["LAKESERVE_S3_SECRET_ACCESS_KEY"])
+try:
+    s3.delete_object(Bucket="lakeserve", Key="lake/gold/trips/_delta_log/00000000000000000000.json")
+except ClientError as exc:
+    assert exc.response["Error"]["Code"] == "AccessDenied", exc
+    print("ok: serving cannot delete a gold table")
+else:
+    raise SystemExit("serving deleted a gold table file: its S3 policy is missing")
+' || die "serving's S3 identity is not least-privilege"
 
 step "done. The API key is in Secret lakeserve-serving/lakeserve-api-keys. Open the chat with:"
 echo "  kubectl -n lakeserve-serving port-forward svc/chat 8501:8501   # then http://127.0.0.1:8501"

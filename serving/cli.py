@@ -59,7 +59,12 @@ def serve_command(
         out.print(f"serving {', '.join(models)} at {base_url}", soft_wrap=True)
         out.print(f"  API reference  {base_url}/docs", soft_wrap=True)
         out.print(f"  hosted models  {base_url}/models", soft_wrap=True)
-        out.print(f"  metrics        {base_url}/metrics", soft_wrap=True)
+        out.print(f"  metrics        {base_url}/metrics  (this replica's)", soft_wrap=True)
+        exported = runner.metrics_url(settings)
+        if exported:
+            out.print(
+                f"  Prometheus     {exported}  (every replica, Ray Serve's too)", soft_wrap=True
+            )
         if any(app["args"].get("rag") for app in deployed["applications"]):
             out.print(f"  RAG            {base_url}/rag/query  (/rag/health)", soft_wrap=True)
             out.print(f"  OpenAI API     {base_url}/v1  (model lakeserve-rag)", soft_wrap=True)

@@ -170,18 +170,21 @@ class ModelHost:
             spec.name: ModelSlot(spec, options, metrics, batching) for spec in options.models
         }
         self._poller: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load every model once (failures leave it not ready), then follow aliases."""
         await self.refresh(force=True)
         self._poller = asyncio.create_task(self._follow_aliases(), name="alias-follower")
+        self._gauges = asyncio.create_task(self.metrics.keep_gauges_exported(), name="gauges")
 
     async def stop(self) -> None:
         """Stop following aliases."""
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._gauges):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def slot(self, name: str) -> ModelSlot:
         """Return the slot of a hosted model or raise NotFound."""

@@ -66,6 +66,11 @@ def ray_environment(settings: ServingSettings) -> dict[str, str]:
         # interface; two local servers would collide, so take free ones.
         RAY_SERVE_HAPROXY_STATS_PORT=str(_free_port()),
         RAY_SERVE_HAPROXY_METRICS_PORT=str(_free_port()),
+        # The fallback proxy (HAProxy's backup server while no replica is up) binds 8500/9500
+        # with SO_REUSEPORT: two local servers would both listen there and the kernel would
+        # hand one server's requests to the other's proxy (seen: a 401 from the wrong server).
+        RAY_SERVE_FALLBACK_PROXY_HTTP_PORT=str(_free_port()),
+        RAY_SERVE_FALLBACK_PROXY_GRPC_PORT=str(_free_port()),
         RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(state / "haproxy.cfg"),
         RAY_SERVE_HAPROXY_SOCKET_PATH=str(state / "admin.sock"),
         RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(state),
@@ -78,6 +83,28 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on.
+
+    Serve's proxies bind with SO_REUSEPORT, so a second local server on the same port would
+    not fail: it would silently share the port and answer some of the first one's requests.
+
+    Raises:
+        ConfigError: the port is taken.
+    """
+    with socket.socket() as sock:
+        # SO_REUSEADDR: connections of a server that just stopped (TIME_WAIT) do not count,
+        # a listening socket still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"{host}:{port} is already in use ({exc.strerror}): another `lakeserve serve`? "
+                "Stop it or set LAKESERVE_HTTP_PORT"
+            ) from exc
 
 
 def _schema(settings: ServingSettings) -> tuple[dict[str, Any], Any]:
@@ -108,14 +135,29 @@ def _deploy(schema: Any) -> None:
 def start(settings: ServingSettings) -> dict[str, Any]:
     """Start (or join) Ray, start Serve and submit the config; return the config deployed."""
     config, schema = _schema(settings)
+    if not settings.ray_address:  # a local Ray: the proxy binds on this machine
+        _check_port_free(settings.http_host, settings.http_port)
     # Ray's raylet, controller and proxies read these at start-up from the environment they
     # inherit; this process is their parent, so that is where they must be set.
     for key, value in ray_environment(settings).items():
         os.environ.setdefault(key, value)
     Path(os.environ["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).mkdir(parents=True, exist_ok=True)
-    init_ray(settings, namespace="serve")
+    metrics: dict[str, Any] = {}
+    if not settings.ray_address:  # Ray's metrics agent of this machine: a port Prometheus knows
+        metrics["_metrics_export_port"] = settings.metrics_port or _free_port()
+    init_ray(settings, namespace="serve", **metrics)
     _deploy(schema)
     return config
+
+
+def metrics_url(settings: ServingSettings) -> str | None:
+    """Return where Ray's metrics export of this node answers, when Ray is local."""
+    import ray
+
+    if settings.ray_address or not ray.is_initialized():
+        return None
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    return f"http://127.0.0.1:{port}/metrics"
 
 
 def redeploy(settings: ServingSettings) -> dict[str, Any]:

@@ -28,6 +28,13 @@ class ServingSettings(RaySettings):
     haproxy: bool = Field(
         default=True, description="Use Ray Serve's HAProxy ingress instead of the Python proxy."
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of Ray's metrics export for a local Ray (every replica's "
+        "`ray_lakeserve_*` and Ray Serve's metrics, for Prometheus); a free one if unset.",
+    )
 
     def keys(self) -> list[str]:
         """Return the configured API keys (empty: auth off).

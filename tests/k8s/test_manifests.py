@@ -486,3 +486,100 @@ def test_overlays_start_pinned_images_from_the_node(target: str) -> None:
         assert all("@sha256:" in image for image in images), images
     base = {c["imagePullPolicy"] for o in render(TARGETS["base"]) for _, c in containers(o)}
     assert base == {"Always"}  # base refers to release tags, which a registry may move
+
+
+def test_dev_gives_each_role_a_minio_user_with_its_policy(tmp_path: Path) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render(TARGETS["dev"])}
+    admin = {"minio-root", "minio-users"}
+    for obj in objects.values():
+        for pod, container in containers(obj):
+            used = secrets_used(pod, container) & admin
+            where = (obj["kind"], obj["metadata"]["name"])
+            # MinIO's root user and the roles' secret keys reach MinIO and its set-up Job only.
+            if where == ("StatefulSet", "minio"):
+                assert used == {"minio-root"}
+            elif where == ("Job", "minio-setup"):
+                assert used == admin
+            else:
+                assert not used, where
+    policies = sorted((K8S / "overlays" / "dev" / "s3-policies").glob("*.json"))
+    [config] = [o for o in objects.values() if o["metadata"]["name"].startswith("s3-policies")]
+    assert config["data"] == {p.name: p.read_text() for p in policies}
+    job = objects[("Job", "minio-setup")]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    script = container["args"][0]
+    roles = {line.split()[1] for line in script.splitlines() if line.strip().startswith("role ")}
+    assert roles == {p.stem for p in policies} == {"serving", "jobs", "mlflow"}
+    [volume] = [v for v in job["volumes"] if "configMap" in v]
+    assert volume["configMap"]["name"] == config["metadata"]["name"]
+    # The script is shell run by /bin/sh in the MinIO image: shellcheck it as such.
+    assert container["command"][:2] == ["/bin/sh", "-ec"]
+    (tmp_path / "setup.sh").write_text("#!/bin/sh\nset -e\n" + script)
+    shellcheck = ROOT / ".venv-tools" / "bin" / "shellcheck"
+    done = subprocess.run(
+        [str(shellcheck), "-s", "sh", str(tmp_path / "setup.sh")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_podmonitors_scrape_every_annotated_pod_and_keep_lakeserve_names() -> None:
+    import re
+
+    objects = render(TARGETS["prod"])
+    monitors = [o for o in objects if o["kind"] == "PodMonitor"]
+    scrape = yaml.safe_load(
+        next(o for o in objects if o["metadata"]["name"] == "lakeserve-prometheus-scrape")["data"][
+            "scrape-configs.yaml"
+        ]
+    )
+    [plain] = scrape
+    pods = []  # (namespace, labels, port name of the prometheus.io/port annotation)
+    for obj in objects:
+        for template in pod_templates(obj):
+            annotations = template["metadata"].get("annotations", {})
+            if annotations.get("prometheus.io/scrape") != "true":
+                continue
+            ports = {
+                p["containerPort"]: p.get("name")
+                for c in template["spec"]["containers"]
+                for p in c.get("ports", [])
+            }
+            port = ports[int(annotations["prometheus.io/port"])]
+            pods.append((obj["metadata"]["namespace"], template["metadata"]["labels"], port))
+    assert len(pods) >= 4  # Ray head, Ray workers, chat, MLflow
+    for namespace, labels, port in pods:
+        matching = [
+            m
+            for m in monitors
+            if m["metadata"]["namespace"] == namespace
+            and m["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        ]
+        assert [e["port"] for m in matching for e in m["spec"]["podMetricsEndpoints"]] == [port]
+    # The Ray pods' replica metrics: one rename, in both configs, anchored as Prometheus does.
+    [ray] = [m for m in monitors if m["metadata"]["name"] == "lakeserve-ray"]
+    [rename] = ray["spec"]["podMetricsEndpoints"][0]["metricRelabelings"]
+    [plain_rename] = plain["metric_relabel_configs"]
+    assert (rename["regex"], rename["replacement"]) == (
+        plain_rename["regex"], plain_rename["replacement"]
+    )  # fmt: skip
+
+    def stored(name: str) -> str:
+        match = re.fullmatch(rename["regex"], name)
+        return match.expand(rename["replacement"].replace("$1", r"\1")) if match else name
+
+    assert stored("ray_lakeserve_requests_total") == "lakeserve_requests_total"
+    assert stored("ray_serve_num_http_requests_total") == "ray_serve_num_http_requests_total"
+
+
+def pod_templates(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The pod templates of a workload or a RayService (head and worker groups)."""
+    spec = obj.get("spec", {})
+    if obj["kind"] == "RayService":
+        cluster = spec["rayClusterConfig"]
+        yield cluster["headGroupSpec"]["template"]
+        for group in cluster.get("workerGroupSpecs", []):
+            yield group["template"]
+    elif obj["kind"] == "CronJob":
+        yield spec["jobTemplate"]["spec"]["template"]
+    elif "template" in spec:
+        yield spec["template"]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
 
 from lakehouse.seed import GOLD
 from lakehouse.settings import LakehouseSettings
@@ -253,3 +254,53 @@ def test_alias_move_under_load_switches_version_with_zero_failures(
         assert versions[-1] == promoted["version"]
         switch = versions.index(promoted["version"])
         assert set(versions[switch:]) == {promoted["version"]}  # never flips back
+
+
+def samples(text: str, prefix: str) -> dict[str, float]:
+    """Samples named `prefix*`, summed by name, model, endpoint (and status for requests)."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(prefix):
+                continue
+            labels = sample.labels
+            name = sample.name.removeprefix("ray_")
+            key = f"{name}|{labels.get('model', '')}|{labels.get('endpoint', '')}"
+            if name.startswith("lakeserve_requests"):
+                key += f"|{labels.get('status', '')}"
+            totals[key] = totals.get(key, 0.0) + sample.value
+            if prefix.startswith("ray_"):  # Serve's tags on every exported series
+                assert "replica" in labels and "deployment" in labels, sample
+    return totals
+
+
+def test_replica_metrics_reach_rays_export_where_prometheus_scrapes(
+    platform: Platform, rows: pd.DataFrame
+) -> None:
+    # The test platform runs one ModelServer replica: its /metrics is the whole truth, which
+    # Ray's export of the node (every replica, reported every few seconds) must converge to.
+    exported_url = f"http://127.0.0.1:{platform.env['LAKESERVE_METRICS_PORT']}/metrics"
+    key = f"lakeserve_requests_total|{MODEL}|predict|200"
+    records = rows.head(2).to_dict(orient="records")
+    with httpx.Client(base_url=platform.url, headers=AUTH, timeout=60) as client:
+        before = samples(client.get("/metrics").text, "lakeserve_").get(key, 0.0)
+        codes = [
+            client.post(f"/predict/{MODEL}", json={"dataframe_records": body}).status_code
+            for body in [records] * 7 + [[{"x": 1}]]
+        ]
+        local = samples(client.get("/metrics").text, "lakeserve_")
+    assert codes == [200] * 7 + [422]
+    assert local[key] - before == 7
+    deadline = time.monotonic() + 60
+    while True:
+        exported = samples(httpx.get(exported_url, timeout=10).text, "ray_lakeserve_")
+        if exported.get(key) == local[key] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert exported.get(key) == local[key], sorted(exported)
+    for name in (
+        f"lakeserve_requests_total|{MODEL}|predict|422",
+        f"lakeserve_request_latency_seconds_count|{MODEL}|predict",
+    ):
+        assert exported.get(name, 0.0) >= local[name] > 0, name
+    assert exported[f"lakeserve_model_version|{MODEL}|"] >= 1

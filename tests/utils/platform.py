@@ -141,6 +141,7 @@ def serve_env(
         LAKESERVE_HTTP_PORT=str(port),
         LAKESERVE_SERVE_CONFIG=str(config),
         LAKESERVE_RAY_TMPDIR=ray_dir,
+        LAKESERVE_METRICS_PORT=str(free_port()),
         **env,
     )
     return port, ray_dir, environment
