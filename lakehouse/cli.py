@@ -115,3 +115,31 @@ def show(
             out.print(f"\n[bold]{info['table']}[/bold]")
             for name, type_ in info["schema"].items():
                 out.print(f"  {name}: {type_}")
+
+
+@app.command("sql")
+def sql(
+    statement: Annotated[str, typer.Argument(help="One SELECT; tables are <layer>.<name>.")],
+    at: Annotated[
+        list[str] | None,
+        typer.Option("--at", help="Read a table at a version: <layer>.<name>=<version>."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    limit: Annotated[int, typer.Option(help="Rows printed at most.", min=1)] = 100,
+) -> None:
+    """Query the lakehouse with DuckDB, read-only: lake sql "SELECT count(*) FROM gold.trips"."""
+    from lakehouse.sql import parse_pins, query
+
+    result = query(Lakehouse(LakehouseSettings()), statement, parse_pins(at or []))
+    shown = result.slice(0, limit)
+    if as_json:
+        out.print_json(json.dumps(shown.to_pylist(), default=str))
+    else:
+        table = Table()
+        for name in shown.column_names:
+            table.add_column(name)
+        for record in shown.to_pylist():
+            table.add_row(*("" if v is None else str(v) for v in record.values()))
+        out.print(table)
+    if result.num_rows > limit:
+        err.print(f"{result.num_rows:,} rows, {limit} shown (--limit)")

@@ -116,11 +116,19 @@ class Lakehouse:
         )
         return self.open(ref).version()
 
-    def append(self, ref: TableRef, rows: pa.Table, *, metadata: dict[str, str]) -> int:
+    def append(
+        self,
+        ref: TableRef,
+        rows: pa.Table,
+        *,
+        metadata: dict[str, str],
+        partition_by: list[str] | None = None,
+    ) -> int:
         """Append rows in one commit (creating the table if needed); return the new version.
 
         Appends from several processes do not conflict in Delta; the one race left is two
         writers creating the table at once, and the loser simply appends on its retry.
+        `partition_by` applies when this append creates the table.
         """
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
@@ -128,6 +136,7 @@ class Lakehouse:
                     self.uri(ref),
                     rows,
                     mode="append",
+                    partition_by=partition_by,
                     storage_options=self._options,
                     commit_properties=CommitProperties(
                         custom_metadata={METADATA_PREFIX + k: v for k, v in metadata.items()}

@@ -59,3 +59,15 @@ def test_s3_credentials_reach_deltalake_but_not_the_repr(s3_lake: Lakehouse) -> 
     assert options["AWS_ACCESS_KEY_ID"] == "test"
     assert options["AWS_ALLOW_HTTP"] == "true"
     assert "test" not in repr(s3_lake.settings.s3_secret_access_key)
+
+
+def test_sql_reads_the_tables_on_s3_at_a_pinned_version(s3_lake: Lakehouse) -> None:
+    from lakehouse.sql import query
+    from lakehouse.tables import TableRef
+
+    seed_trips(s3_lake, 3_000, seed=1, rows_per_batch=2_000)
+    first = s3_lake.read(GOLD).num_rows
+    seed_trips(s3_lake, 4_000, seed=2, rows_per_batch=2_000)
+    count = "SELECT count(*) AS n FROM gold.trips"
+    assert query(s3_lake, count).to_pylist() == [{"n": s3_lake.read(GOLD).num_rows}]
+    assert query(s3_lake, count, {TableRef("gold", "trips"): 0}).to_pylist() == [{"n": first}]
