@@ -34,7 +34,7 @@ class SinkStats:
     written: int = 0
     dropped: int = 0  # the queue was full, or the sink closed
     rejected: int = 0  # did not fit the table's schema (the rest of its batch was written)
-    lost: int = 0  # still unwritten when close's deadline passed
+    lost: int = 0  # not confirmed written by close's deadline (an append in flight may land)
     failed_appends: int = 0
     batches: int = 0
     last_error: str | None = None
