@@ -66,6 +66,7 @@ class DeltaSink:
         self.source, self.batch_rows, self.flush_s = source, batch_rows, flush_s
         self.partition_by = partition_by
         self._required = [f.name for f in schema if not f.nullable]
+        self._held = 0  # rows taken from the queue and not yet committed (read by close)
         self.stats = SinkStats()
         self._on_drop = on_drop
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
@@ -99,8 +100,6 @@ class DeltaSink:
             self.stats.add(lost=left)
             log.warning("request log closed with rows unwritten", table=str(self.table), rows=left)
         return self.stats
-
-    _held = 0  # rows taken from the queue and not yet committed (read by close)
 
     def _run(self) -> None:
         batch: list[dict[str, Any]] = []
