@@ -60,11 +60,12 @@ class DeltaSink:
         batch_rows: int = 500,
         flush_s: float = 2.0,
         partition_by: list[str] | None = None,
+        merge_schema: bool = False,
         on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.lake, self.table, self.schema = lake, table, schema
         self.source, self.batch_rows, self.flush_s = source, batch_rows, flush_s
-        self.partition_by = partition_by
+        self.partition_by, self.merge_schema = partition_by, merge_schema
         self._required = [f.name for f in schema if not f.nullable]
         self._held = 0  # rows taken from the queue and not yet committed (read by close)
         self.stats = SinkStats()
@@ -90,6 +91,10 @@ class DeltaSink:
     def pending(self) -> int:
         """Rows queued and not yet taken by the writer."""
         return self._queue.qsize()
+
+    def stop_taking(self) -> None:
+        """Refuse (drop) new rows from now on; the writer drains what is queued."""
+        self._closing.set()
 
     def close(self, timeout_s: float = 10.0) -> SinkStats:
         """Stop taking rows, write what is queued within `timeout_s`; return the final stats."""
@@ -182,6 +187,7 @@ class DeltaSink:
                 rows,
                 metadata={"source": self.source},
                 partition_by=self.partition_by,
+                merge_schema=self.merge_schema,
             )
         except Exception as exc:  # the table is down: retried with backoff, never raised
             self.stats.add(failed_appends=1)

@@ -53,6 +53,10 @@ CATALOG: tuple[TableRef, ...] = (
     TableRef("silver", "docs"),
     TableRef("gold", "docs"),
     TableRef("bronze", "feedback"),
+    TableRef("bronze", "predictions"),
+    TableRef("silver", "predictions"),
+    TableRef("bronze", "rag_requests"),
+    TableRef("silver", "rag_requests"),
 )
 APPEND_ATTEMPTS = 5
 
@@ -123,12 +127,14 @@ class Lakehouse:
         *,
         metadata: dict[str, str],
         partition_by: list[str] | None = None,
+        merge_schema: bool = False,
     ) -> int:
         """Append rows in one commit (creating the table if needed); return the new version.
 
         Appends from several processes do not conflict in Delta; the one race left is two
         writers creating the table at once, and the loser simply appends on its retry.
-        `partition_by` applies when this append creates the table.
+        `partition_by` applies when this append creates the table. `merge_schema` adds the
+        rows' new columns (and new fields of struct columns) to the table's schema.
         """
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
@@ -136,6 +142,7 @@ class Lakehouse:
                     self.uri(ref),
                     rows,
                     mode="append",
+                    schema_mode="merge" if merge_schema else None,
                     partition_by=partition_by,
                     storage_options=self._options,
                     commit_properties=CommitProperties(

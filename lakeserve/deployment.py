@@ -20,6 +20,7 @@ from kernel.settings import TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
+from lakeserve.api.requestlog import RequestLog
 from rag.api import RagHandle
 from rag.deployment import RagServer
 from rag.feedback import FeedbackStore
@@ -48,7 +49,10 @@ class ModelServer:
         self.rag = RagHandle(rag) if rag is not None else None
         # Feedback is written here, not by a RagServer replica: it must not queue behind
         # generations, and a 201 must mean the Delta commit happened.
-        self.feedback = FeedbackStore(Lakehouse(LakehouseSettings())) if rag is not None else None
+        lake = Lakehouse(LakehouseSettings())
+        self.feedback = FeedbackStore(lake) if rag is not None else None
+        log = self.options.request_log
+        self.requests = RequestLog(lake, log, self.host.metrics) if log.enabled else None
 
     def check_health(self) -> None:
         """Serve's health check: a replica still without a model after the start-up grace is
@@ -64,7 +68,15 @@ class ModelServer:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # The app starts the host (first load, alias following) in its lifespan.
-        return create_app(self.host, api_keys=self.keys, rag=self.rag, feedback=self.feedback)
+        # Ray Serve's proxy gives every request its X-Request-Id (the client's, or a new one).
+        return create_app(
+            self.host,
+            api_keys=self.keys,
+            rag=self.rag,
+            feedback=self.feedback,
+            request_log=self.requests,
+            request_ids=False,
+        )
 
 
 def build_app(args: dict[str, Any]) -> Application:

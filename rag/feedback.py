@@ -25,6 +25,7 @@ SCHEMA = pa.schema(
         pa.field("citations", pa.list_(pa.string()), nullable=False),
         pa.field("client", pa.string(), nullable=False),
         pa.field("received_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("request_id", pa.string()),  # joins silver.rag_requests (added later: merged)
     ]
 )
 
@@ -50,7 +51,9 @@ class FeedbackStore:
         }
         rows = pa.Table.from_pylist([row], schema=SCHEMA)
         try:
-            version = self.lake.append(FEEDBACK, rows, metadata={"source": "rag feedback"})
+            version = self.lake.append(
+                FEEDBACK, rows, metadata={"source": "rag feedback"}, merge_schema=True
+            )
         except (OSError, DeltaError) as exc:
             # S3 or the disk is down: the client is told (503, retry with the same event_id),
             # never a 201 for an event that was not committed.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 RAG_MODEL = "lakeserve-rag"
 MAX_QUESTION_CHARS = 4000
@@ -201,6 +201,8 @@ class ChatCompletion(BaseModel):
     usage: Usage
     citations: list[Citation]
     mode: AnswerMode = Field(description=MODE_DESCRIPTION)
+    # For the request log, never sent: the retrieval query, `found` and the stage timings.
+    _trace: dict[str, Any] = PrivateAttr(default_factory=dict)
 
 
 class Delta(BaseModel):
@@ -230,6 +232,8 @@ class ChatCompletionChunk(BaseModel):
     mode: AnswerMode | None = Field(
         default=None, description="On the last chunk: " + MODE_DESCRIPTION
     )
+    # On the last chunk, for the request log, never sent: query, found, stage timings.
+    _trace: dict[str, Any] = PrivateAttr(default_factory=dict)
 
 
 class ModelCard(BaseModel):
@@ -292,6 +296,14 @@ class FeedbackRequest(BaseModel):
     )
     answer_id: str = Field(
         min_length=1, max_length=128, description="The rated answer: its chat completion id."
+    )
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="X-Request-Id of the response that carried the answer: joins this "
+        "feedback with silver.rag_requests.",
     )
     conversation_id: str | None = Field(default=None, max_length=128)
     rating: Literal["up", "down"]

@@ -158,7 +158,7 @@ class RagService:
         """Answer a non-streamed chat completion."""
         _check_model(request)
         answer = await self._answer(request.as_query(), request.limit(), request.temperature)
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=RAG_MODEL,
@@ -167,6 +167,12 @@ class RagService:
             citations=answer.citations,
             mode=answer.mode,
         )
+        completion._trace = {
+            "query": answer.query,
+            "found": answer.found,
+            "timings": answer.timings,
+        }
+        return completion
 
     async def chat_stream(
         self, request: ChatCompletionRequest
@@ -202,7 +208,13 @@ class RagService:
                 usage = dict(piece.usage_metadata)  # type: ignore[arg-type]
             if piece.content:
                 yield chunk(Delta(content=str(piece.content)))
-        yield chunk(Delta(), finish_reason="stop", usage=_usage(usage), mode=prepared.mode)
+        last = chunk(Delta(), finish_reason="stop", usage=_usage(usage), mode=prepared.mode)
+        last._trace = {
+            "query": prepared.query,
+            "found": prepared.retrieval.found,
+            "timings": dict(prepared.timings),
+        }
+        yield last
 
 
 def _check_model(request: ChatCompletionRequest) -> None:

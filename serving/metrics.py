@@ -160,6 +160,20 @@ class ServingMetrics:
             ["rating"],
         )
 
+        self.request_log_events = self._make(
+            Counter,
+            "lakeserve_request_log_events",
+            "Request-log rows by table and outcome: written, dropped (queue full or closed), "
+            "rejected (did not fit the table), lost (not written by the drain's deadline).",
+            ["table", "outcome"],
+        )
+        self.request_log_queue = self._make(
+            Gauge,
+            "lakeserve_request_log_queue_rows",
+            "Request-log rows waiting to be written, by table.",
+            ["table"],
+        )
+
     def observe_batch(self, model: str, version: str, requests: int, rows: int) -> None:
         """Record one model call."""
         self.batch_requests.labels(model, version).observe(requests)
@@ -176,6 +190,7 @@ class ServingMetrics:
         while True:
             await asyncio.sleep(GAUGE_REEXPORT_S)
             self.version.reexport()
+            self.request_log_queue.reexport()
 
     def model_loaded(self, model: str, version: str) -> None:
         """Mark `version` as the one served for `model`."""

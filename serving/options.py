@@ -12,6 +12,37 @@ class ModelSpec(BaseModel):
 
     name: str = Field(description="Registered model name.", examples=["fare-regressor"])
     alias: str = Field(default="champion", description="Alias whose version is served.")
+    log_sample: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Fraction of this model's requests written to bronze.predictions "
+        "(0 turns its request log off).",
+    )
+
+
+class RequestLogOptions(BaseModel):
+    """How a replica writes what it served into the lakehouse (bronze request-log tables)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Write the request log at all.")
+    rag_sample: float = Field(
+        default=1.0, ge=0, le=1, description="Fraction of RAG requests written to bronze."
+    )
+    batch_rows: int = Field(default=2000, ge=1, description="Rows per Delta commit at most.")
+    flush_s: float = Field(
+        default=5.0, gt=0, description="Oldest row waits this long before its batch is written."
+    )
+    max_queue: int = Field(
+        default=100_000,
+        ge=1,
+        description="Rows held per table while the lakehouse is slow or down; past it, new "
+        "rows are dropped and counted (lakeserve_request_log_events{outcome=dropped}).",
+    )
+    drain_s: float = Field(
+        default=10.0, ge=0, description="A stopping replica writes what it holds this long."
+    )
 
 
 class ServingOptions(BaseModel):
@@ -50,6 +81,7 @@ class ServingOptions(BaseModel):
         description="RAG calls one ingress replica runs at once; more are 503 with Retry-After, "
         "so RAG load never takes the slots model inference needs.",
     )
+    request_log: RequestLogOptions = Field(default_factory=RequestLogOptions)
     rag: bool = Field(
         default=False,
         description="Also host the RAG API (/rag, /v1) through the RagServer deployment.",

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from lakeserve.api.errors import install_error_handlers
 from lakeserve.api.observe import Budget
 from lakeserve.api.openapi import install_openapi
+from lakeserve.api.requestlog import RequestIdMiddleware, RequestLog
 from lakeserve.api.routes import health, metrics, models, openai, predict, v2
 from lakeserve.api.routes import rag as rag_routes
 from rag.api import RagApi
@@ -33,11 +34,15 @@ def create_app(
     api_keys: list[str] | None = None,
     rag: RagApi | None = None,
     feedback: FeedbackStore | None = None,
+    request_log: RequestLog | None = None,
+    request_ids: bool = True,
 ) -> FastAPI:
     """Build the API around a model host (and the RAG API and feedback store, when given).
 
     The app starts the host (first load, alias following) in its lifespan and stops it after.
     With `api_keys`, every route but health needs `Authorization: Bearer <key>`.
+    `request_log` gets what was served (and is drained on shutdown); `request_ids` gives
+    every response an X-Request-Id (off inside Ray Serve, whose proxy does it).
     """
 
     watch = rag_routes.HealthWatch(rag) if rag is not None else None
@@ -45,13 +50,19 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await host.start()
-        polling = asyncio.create_task(watch.run(), name="rag-health") if watch else None
+        tasks = []
+        if watch is not None:
+            tasks.append(asyncio.create_task(watch.run(), name="rag-health"))
+        if request_log is not None:
+            tasks.append(asyncio.create_task(request_log.run(), name="request-log-metrics"))
         yield
-        if polling is not None:
-            polling.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await polling
+                await task
         await host.stop()
+        if request_log is not None:
+            await asyncio.to_thread(request_log.close)
 
     app = FastAPI(
         title="Lakeserve", version=v2.SERVER_VERSION, description=DESCRIPTION, lifespan=lifespan
@@ -60,9 +71,12 @@ def create_app(
     app.state.api_keys = [key.encode() for key in api_keys or []]
     app.state.rag = rag
     app.state.feedback = feedback
+    app.state.request_log = request_log
     app.state.rag_health = watch
     app.state.rag_budget = Budget(host.options.rag_max_concurrent)
     install_error_handlers(app)
+    if request_ids:
+        app.add_middleware(RequestIdMiddleware)
     for router in (health.router, v2.router, models.router, predict.router, metrics.router):
         app.include_router(router)
     if rag is not None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from kernel.errors import NotFound, NotReady
 from lakeserve.api.deps import LimitedBody
 from lakeserve.api.errors import classify
+from lakeserve.api.requestlog import request_id
 from serving.host import ModelHost, ModelSlot
 from serving.model import LoadedModel
 
@@ -56,6 +57,11 @@ async def run(
     label = name if name in host.slots else "_unknown"
     metrics = host.metrics
     started = time.perf_counter()
+    requests = body.request.app.state.request_log
+    slot = host.slots.get(name)
+    logged = requests is not None and requests.sampled(slot.spec.log_sample if slot else 1.0)
+    model: LoadedModel | None = None
+    rows: dict[str, np.ndarray] | None = None
     try:
         columns, encode = decode(await body.read(), body)
         slot, model = loaded(host, name, version)
@@ -66,10 +72,25 @@ async def run(
         kind = classify(exc).kind
         metrics.requests.labels(label, "none", endpoint, str(kind.status)).inc()
         metrics.errors.labels(label, kind.type).inc()
+        elapsed = time.perf_counter() - started
+        metrics.latency.labels(label, endpoint).observe(elapsed)
+        if logged:
+            requests.prediction(
+                request_id=request_id(body.request), label=label, model=name,
+                version=model.version if model else None, endpoint=endpoint,
+                status=kind.status, error=kind.type, latency_s=elapsed,
+                schema=model.schema if model else None, rows=rows,
+            )  # fmt: skip
         raise
-    finally:
-        metrics.latency.labels(label, endpoint).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    metrics.latency.labels(label, endpoint).observe(elapsed)
     metrics.requests.labels(label, served, endpoint, "200").inc()
+    if logged:
+        requests.prediction(
+            request_id=request_id(body.request), label=label, model=name, version=served,
+            endpoint=endpoint, status=200, error=None, latency_s=elapsed,
+            schema=model.schema, rows=rows, predictions=predictions,
+        )  # fmt: skip
     return Response(
         answer.model_dump_json(exclude_none=True),
         media_type="application/json",

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from kernel.errors import Overloaded
 from lakeserve.api.errors import classify
 from serving.metrics import ServingMetrics
 
 T = TypeVar("T")
+# Called once a RAG call ended: (HTTP status, error type or None, seconds, result or None).
+Done = Callable[[int, str | None, float, Any], None]
 
 
 class Budget:
@@ -36,9 +38,16 @@ class Budget:
 
 
 async def rag_call(
-    metrics: ServingMetrics, endpoint: str, work: Awaitable[T], budget: Budget | None = None
+    metrics: ServingMetrics,
+    endpoint: str,
+    work: Awaitable[T],
+    budget: Budget | None = None,
+    on_done: Done | None = None,
 ) -> T:
-    """Await `work` within `budget`, counting its outcome by HTTP status and timing it."""
+    """Await `work` within `budget`, counting its outcome by HTTP status and timing it.
+
+    `on_done` hears how it ended (the request log); it must not raise.
+    """
     started = time.perf_counter()
     try:
         if budget is not None:
@@ -56,9 +65,14 @@ async def rag_call(
         else:
             result = await work
     except Exception as exc:
-        metrics.rag_requests.labels(endpoint, str(classify(exc).kind.status)).inc()
+        kind = classify(exc).kind
+        metrics.rag_requests.labels(endpoint, str(kind.status)).inc()
+        if on_done is not None:
+            on_done(kind.status, kind.type, time.perf_counter() - started, None)
         raise
     finally:
         metrics.rag_latency.labels(endpoint).observe(time.perf_counter() - started)
     metrics.rag_requests.labels(endpoint, "200").inc()
+    if on_done is not None:
+        on_done(200, None, time.perf_counter() - started, result)
     return result

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 
 from lakeserve.api.deps import Authorized, BudgetDep, FeedbackDep, HostDep, RagDep, json_body
 from lakeserve.api.errors import ERROR_RESPONSES
-from lakeserve.api.observe import rag_call
+from lakeserve.api.observe import Done, rag_call
 from lakeserve.api.openapi import raw_body
+from lakeserve.api.requestlog import RequestLog
 from rag.api import RagApi
 from rag.schemas import FeedbackReceipt, FeedbackRequest, QueryRequest, QueryResponse, RagHealth
 
@@ -80,9 +81,18 @@ Feedback = Annotated[FeedbackRequest, Depends(json_body(FeedbackRequest))]
 
 
 @router.post("/rag/query", response_model=QueryResponse, openapi_extra=QUERY_BODY)
-async def rag_query(request: Query, rag: RagDep, host: HostDep, budget: BudgetDep) -> QueryResponse:
+async def rag_query(
+    request: Query, rag: RagDep, host: HostDep, budget: BudgetDep, http: Request
+) -> QueryResponse:
     """Answer a question from the documents, with numbered citations and stage timings."""
-    return await rag_call(host.metrics, "rag_query", rag.query(request), budget)
+    done = recorder(http, "rag_query", request.question)
+    return await rag_call(host.metrics, "rag_query", rag.query(request), budget, done)
+
+
+def recorder(http: Request, endpoint: str, question: str | None) -> Done | None:
+    """The request log's callback for this RAG request (None: not logged)."""
+    requests: RequestLog | None = http.app.state.request_log
+    return requests.rag_recorder(http, endpoint, question) if requests is not None else None
 
 
 @feedback.post(
