@@ -143,3 +143,32 @@ def sql(
         out.print(table)
     if result.num_rows > limit:
         err.print(f"{result.num_rows:,} rows, {limit} shown (--limit)")
+
+
+@app.command("requests")
+def requests(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Rebuild silver.predictions and silver.rag_requests from bronze: one row per request id.
+
+    Serving appends at least once (a retried commit may land twice); silver keeps the first
+    row of each request (and row). A run on unchanged bronze does nothing.
+    """
+    from lakehouse.requests import LOGS, refresh_silver
+
+    lake = Lakehouse(LakehouseSettings())
+    results = [r for r in (refresh_silver(lake, log) for log in LOGS) if r is not None]
+    if as_json:
+        out.print_json(json.dumps([r.__dict__ for r in results]))
+        return
+    if not results:
+        out.print("no request log in bronze yet: serve some requests first", soft_wrap=True)
+        return
+    table = Table(title="Request log, deduplicated")
+    for name in ("table", "from bronze version", "bronze rows", "rows", "rebuilt"):
+        table.add_column(name)
+    for r in results:
+        bronze_rows = "-" if r.skipped else f"{r.bronze_rows:,}"
+        rebuilt = "no (up to date)" if r.skipped else "yes"
+        table.add_row(r.table, str(r.bronze_version), bronze_rows, f"{r.rows:,}", rebuilt)
+    out.print(table)

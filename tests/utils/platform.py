@@ -37,6 +37,7 @@ PLATFORM_ARGS: dict[str, Any] = {
     "batch_wait_timeout_s": 0.02,
     "max_rows_per_request": 500,
     "max_body_bytes": 65536,
+    "request_log": {"flush_s": 1.0},
 }
 LLM_MAX_TOKENS = 64
 # A small corpus for ingestion behaviour: real stdlib docs, a few hundred chunks.
