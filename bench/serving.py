@@ -121,15 +121,15 @@ def run_wrk(url: str, clients: int, duration: int) -> Result:
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, re.MULTILINE).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: .*timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
     return Result(
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         p50_ms=latency("50%"),
         p99_ms=latency("99%"),
-        errors=int(errors.group(1))
-        if errors
-        else 0 + (int(socket_errors.group(1)) if socket_errors else 0),
+        errors=errors,
     )
 
 

@@ -10,6 +10,7 @@ ListBucket prefixes are MinIO's to enforce and are not checked here.)
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import uuid
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pytest
 from botocore.exceptions import ClientError
 
+from lakehouse.requests import PREDICTIONS, RAG_REQUESTS
 from lakehouse.seed import GOLD
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse, TableRef
@@ -98,7 +100,7 @@ def test_policies_are_valid_iam_documents() -> None:
         assert all(s["Effect"] == "Allow" for s in document["Statement"])  # deny by default
 
 
-def test_serving_writes_feedback_and_nothing_else(
+def test_serving_writes_feedback_and_the_request_log_and_nothing_else(
     s3: tuple[str, dict[str, dict[str, str]]],
 ) -> None:
     url, keys = s3
@@ -106,6 +108,14 @@ def test_serving_writes_feedback_and_nothing_else(
     event = pa.table({"event_id": [uuid.uuid4().hex]})
     first = serving.append(FEEDBACK, event, metadata={"source": "test"})
     assert serving.append(FEEDBACK, event, metadata={"source": "test"}) == first + 1
+    # The request log as replicas write it: partitioned by date, schema merged per model.
+    day = pa.array([datetime.date(2026, 12, 1)], pa.date32())
+    for table in (PREDICTIONS, RAG_REQUESTS):
+        rows = pa.table({"request_id": ["r1"], "date": day})
+        serving.append(table, rows, metadata={"source": "test"}, partition_by=["date"])
+        more = rows.append_column("status", pa.array([200], pa.int32()))
+        serving.append(table, more, metadata={"source": "test"}, merge_schema=True)
+        assert serving.read(table).num_rows == 2
     s3c = client(url, keys["serving"])
     gold = "lake/gold/trips/part-0.parquet"
     assert denied(s3c.delete_object, Bucket=BUCKET, Key=gold)
