@@ -213,7 +213,9 @@ def outage(
     for column in ("requests (approx.)", "failed", "p99 ms", "queued at the end of the outage",
                    "written", "dropped", "rejected", "lost"):  # fmt: skip
         table.add_column(column, justify="right")
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("written", "dropped", "rejected", "lost")}
+    delta = {
+        k: after.get(k, 0) - before.get(k, 0) for k in ("written", "dropped", "rejected", "lost")
+    }
     table.add_row(f"{requests:,}", str(result.errors), f"{result.p99_ms:.0f}",
                   f"{peak.get('queued', 0):,.0f}",
                   *(f"{delta[k]:,.0f}" for k in ("written", "dropped", "rejected", "lost")))  # fmt: skip
