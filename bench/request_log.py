@@ -90,6 +90,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=12)
     parser.add_argument("--outage", type=int, default=60, help="Seconds S3 is stopped; 0 skips.")
+    parser.add_argument(
+        "--lake",
+        choices=("s3", "local"),
+        default="s3",
+        help="Where replicas write: moto_server as S3 (its CPU is on this machine too), or the "
+        "local disk (the embedded default; no outage part).",
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="lakeserve-bench-log-"))
     env = prepare(home)
@@ -117,7 +124,8 @@ def main() -> None:
     app["deployments"][0]["num_replicas"] = 2
     (home / "serve.yaml").write_text(yaml.safe_dump(config))
     ray_dir = f"/tmp/lsl-{port}"
-    serve_env = {**env, **s3_env(endpoint), "LAKESERVE_HTTP_PORT": str(port),
+    lake_env = s3_env(endpoint) if args.lake == "s3" else {}
+    serve_env = {**env, **lake_env, "LAKESERVE_HTTP_PORT": str(port),
                  "LAKESERVE_SERVE_CONFIG": str(home / "serve.yaml"), "LAKESERVE_RAY_TMPDIR": ray_dir,
                  "LAKESERVE_METRICS_PORT": str(metrics_port)}  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -140,7 +148,7 @@ def main() -> None:
                 console.print(f"  round {n + 1} {name:>15}: {result.rps:7.0f} req/s  "
                               f"p99 {result.p99_ms:6.1f} ms  errors {result.errors}")  # fmt: skip
         print_costs(rounds, args)
-        if args.outage:
+        if args.outage and args.lake == "s3":
             outage(url, s3, metrics_port, serve_env, args)
     finally:
         stop(server, ray_dir)
@@ -159,7 +167,7 @@ def median(values: list[float]) -> float:
 def print_costs(rounds: dict[str, list[object]], args: argparse.Namespace) -> None:
     on = rounds[LOGGED]
     off = rounds[UNLOGGED]
-    table = Table(title=f"Request log on vs off, {args.clients} clients, {args.rounds} alternating "
+    table = Table(title=f"Request log on vs off, lake on {args.lake}, {args.clients} clients, {args.rounds} alternating "
                         f"rounds of {args.duration}s (medians)")  # fmt: skip
     for column in ("log", "req/s", "p50 ms", "p99 ms", "errors"):
         table.add_column(column, justify="right")
