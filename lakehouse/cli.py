@@ -149,15 +149,18 @@ def sql(
 def requests(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Rebuild silver.predictions and silver.rag_requests from bronze: one row per request id.
+    """Rebuild silver.predictions and silver.rag_requests from bronze (one row per request id)
+    and gold.live_error (predictions joined with the trips' actual fares).
 
     Serving appends at least once (a retried commit may land twice); silver keeps the first
     row of each request (and row). A run on unchanged bronze does nothing.
     """
-    from lakehouse.requests import LOGS, refresh_silver
+    from lakehouse.requests import LOGS, refresh_live_error, refresh_silver
 
     lake = Lakehouse(LakehouseSettings())
     results = [r for r in (refresh_silver(lake, log) for log in LOGS) if r is not None]
+    live = refresh_live_error(lake)  # after silver: it joins silver.predictions
+    results += [live] if live is not None else []
     if as_json:
         out.print_json(json.dumps([r.__dict__ for r in results]))
         return
@@ -172,3 +175,42 @@ def requests(
         rebuilt = "no (up to date)" if r.skipped else "yes"
         table.add_row(r.table, str(r.bronze_version), bronze_rows, f"{r.rows:,}", rebuilt)
     out.print(table)
+
+
+@app.command("feed")
+def feed(
+    url: Annotated[str, typer.Option(help="The Lakeserve API.")] = "http://127.0.0.1:8000",
+    model: Annotated[str, typer.Option(help="Registered model to ask.")] = "fare-regressor",
+    trips: Annotated[int, typer.Option(help="Trips to send, one request each.", min=1)] = 500,
+    seed: Annotated[int, typer.Option(help="Same seed and day, same trips.")] = 7,
+    day: Annotated[int, typer.Option(help="Live day of the feed (0, 1, ...).", min=0)] = 0,
+    shift: Annotated[str, typer.Option(help="none, borough or distance: change the trips.")] = (
+        "none"
+    ),
+    outcomes: Annotated[
+        bool, typer.Option(help="Also record the trips' actual fares in bronze.trip_outcomes.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Send live trips to serving (X-Request-Id trip-<id>) and record their actual fares.
+
+    The API key comes from LAKESERVE_API_KEY. Exits 5 when any request failed.
+    """
+    import os
+
+    from kernel.errors import Upstream
+    from lakehouse.trips.feed import live_trips, record_outcomes, send
+
+    frame = live_trips(trips, seed, day, shift)
+    statuses = send(url, model, frame, os.environ.get("LAKESERVE_API_KEY"))
+    lake = Lakehouse(LakehouseSettings())
+    version = record_outcomes(lake, frame) if outcomes else None
+    result = {"trips": len(frame), "statuses": {str(k): v for k, v in sorted(statuses.items())},
+              "outcomes_version": version, "shift": shift, "seed": seed, "day": day}  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps(result))
+    else:
+        out.print(result)
+    if set(statuses) != {200}:
+        raise Upstream(f"{sum(v for k, v in statuses.items() if k != 200)} of {len(frame)} "
+                            f"requests failed: {result['statuses']}")  # fmt: skip

@@ -115,6 +115,63 @@ def refresh_silver(lake: Lakehouse, log: Dedup) -> Refreshed | None:
     return Refreshed(str(log.silver), version, bronze.num_rows, unique.num_rows, skipped=False)
 
 
+LIVE_ERROR = TableRef("gold", "live_error")
+_LIVE_ERROR_SQL = """
+WITH actual AS (
+    SELECT request_id, arg_min(fare_amount, observed_at) AS actual FROM outcomes GROUP BY 1
+)
+SELECT p.model, p.version, p.date, count(*) AS predictions,
+       avg(abs(p.prediction - a.actual)) AS mae,
+       sqrt(avg((p.prediction - a.actual) ^ 2)) AS rmse,
+       avg(p.prediction - a.actual) AS bias,
+       avg(p.prediction) AS mean_prediction, avg(a.actual) AS mean_actual
+FROM predictions AS p JOIN actual AS a USING (request_id)
+WHERE p.status = 200 AND p.prediction IS NOT NULL AND p.row = 0
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def refresh_live_error(lake: Lakehouse) -> Refreshed | None:
+    """Rebuild gold.live_error: per model, version and day, the error of the predictions whose
+    trips' actual fares arrived (silver.predictions joined with bronze.trip_outcomes by
+    request id; single-trip requests, as the live feed sends).
+
+    Returns None until both tables exist; skips when neither moved since the last build.
+    """
+    import duckdb
+
+    from lakehouse.trips.feed import OUTCOMES
+
+    silver = LOGS[0].silver
+    if not (lake.exists(silver) and lake.exists(OUTCOMES)):
+        return None
+    versions = {silver: lake.open(silver).version(), OUTCOMES: lake.open(OUTCOMES).version()}
+    origin = {"source": ",".join(f"{ref}@{v}" for ref, v in versions.items())}
+    if lake.built_from(LIVE_ERROR, origin):
+        rows = lake.dataset(LIVE_ERROR).count_rows()
+        return Refreshed(str(LIVE_ERROR), versions[silver], -1, rows, skipped=True)
+    columns = ["request_id", "row", "model", "version", "date", "status", "prediction"]
+    connection = duckdb.connect()
+    try:
+        connection.register("predictions", lake.read(silver, versions[silver], columns))
+        connection.register("outcomes", lake.read(OUTCOMES, versions[OUTCOMES]))
+        table = _as_table(connection.sql(_LIVE_ERROR_SQL).arrow())
+    finally:
+        connection.close()
+    lake.overwrite(
+        LIVE_ERROR,
+        table.to_batches(),
+        table.schema,
+        metadata=origin,
+        description="Live error per model version and day: predictions joined with outcomes.",
+    )
+    return Refreshed(str(LIVE_ERROR), versions[silver], -1, table.num_rows, skipped=False)
+
+
+def _as_table(result: pa.Table | pa.RecordBatchReader) -> pa.Table:
+    return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
+
+
 def _first_per_key(table: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """Keep the earliest-received row of every key (a duplicate is one append landed twice)."""
     ordered = table.sort_by([*((k, "ascending") for k in keys), ("received_at", "ascending")])

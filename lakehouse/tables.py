@@ -57,6 +57,8 @@ CATALOG: tuple[TableRef, ...] = (
     TableRef("silver", "predictions"),
     TableRef("bronze", "rag_requests"),
     TableRef("silver", "rag_requests"),
+    TableRef("bronze", "trip_outcomes"),
+    TableRef("gold", "live_error"),
 )
 APPEND_ATTEMPTS = 5
 

@@ -6,6 +6,7 @@ returns, and the rows each replica's sink appends to the platform's Delta tables
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -15,13 +16,15 @@ import openai
 import pandas as pd
 import pytest
 
-from lakehouse.requests import LOGS, PREDICTIONS, RAG_REQUESTS, refresh_silver
+from lakehouse.requests import LIVE_ERROR, LOGS, PREDICTIONS, RAG_REQUESTS, refresh_silver
 from lakehouse.seed import GOLD
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakehouse.trips.features import FEATURES
+from lakehouse.trips.feed import live_trips, request_id
 from rag.feedback import FEEDBACK
-from tests.utils.platform import KEY, MODEL, Platform
+from tests.utils.cli import spawn
+from tests.utils.platform import KEY, MODEL, Platform, clean_env
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -115,3 +118,25 @@ def test_a_chat_answer_its_rag_log_row_and_its_feedback_share_the_request_id(
         pd.DataFrame([row]), on="request_id"
     )
     assert joined["answer_id"].tolist() == [completion.id]
+
+
+def test_the_live_feed_gives_live_error_for_the_served_version(platform: Platform) -> None:
+    env = clean_env(LAKESERVE_HOME=str(platform.home), LAKESERVE_API_KEY=KEY)
+    fed = spawn("lake", "feed", "--url", platform.url, "--model", MODEL, "--trips", "40",
+                "--seed", "11", "--json", env=env)  # fmt: skip
+    assert fed.code == 0, fed.err
+    assert json.loads(fed.out)["statuses"] == {"200": 40}
+    lake = Lakehouse(LakehouseSettings(home=platform.home))
+    trips = live_trips(40, seed=11)
+    wait_for(lake, PREDICTIONS, {request_id(t) for t in trips["trip_id"]})  # the sinks flushed
+    built = spawn("lake", "requests", "--json", env=env)
+    assert built.code == 0, built.err
+    assert "gold.live_error" in {r["table"] for r in json.loads(built.out)}
+    ids = {request_id(t) for t in trips["trip_id"]}
+    versions = {r["version"] for r in logged_ids(lake, LOGS[0].silver, ids)}
+    assert len(versions) == 1  # no rollout in between
+    error = lake.read(LIVE_ERROR).to_pandas()
+    mine = error[(error["model"] == MODEL) & (error["version"] == versions.pop())]
+    assert mine["predictions"].sum() >= 40
+    # A ridge model of this feed is off by a few dollars a trip, never by the fare itself.
+    assert 0 < float(mine["mae"].iloc[-1]) < float(mine["mean_actual"].iloc[-1]) / 2
