@@ -212,5 +212,6 @@ def feed(
     else:
         out.print(result)
     if set(statuses) != {200}:
-        raise Upstream(f"{sum(v for k, v in statuses.items() if k != 200)} of {len(frame)} "
-                            f"requests failed: {result['statuses']}")  # fmt: skip
+        failed = sum(v for k, v in statuses.items() if k != 200)
+        raise Upstream(f"{failed} of {len(frame)} requests failed (by status, 0 = no answer "
+                       f"from {url}): {result['statuses']}")  # fmt: skip
