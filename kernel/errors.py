@@ -6,6 +6,7 @@ LakeserveError            exit 1  anything we did not expect
  +-- TrackingUnavailable  exit 4  the MLflow tracking server cannot be reached
  +-- WorkloadStuck        exit 6  a submitted Kubernetes workload cannot start
  +-- Busy                 exit 7  another run holds the lock (e.g. an ingest of the collection)
+ +-- DriftDetected        exit 8  `lakeserve monitor` crossed a threshold (drift, domain, error)
  +-- RequestError         a request cannot be served; the HTTP edge (lakeserve/api/errors.py)
       |                   maps each subclass to one status and error type:
       +-- MalformedRequest        400
@@ -65,6 +66,12 @@ class Busy(LakeserveError):
     """Another run holds the lock this one needs (one ingest per collection at a time)."""
 
     exit_code = 7
+
+
+class DriftDetected(LakeserveError):
+    """A monitored window crossed a threshold: its inputs, predictions or errors drifted."""
+
+    exit_code = 8
 
 
 # Request errors raised by model and RAG code; the HTTP edge maps each to one status code.

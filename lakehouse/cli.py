@@ -37,8 +37,13 @@ def seed(
     ] = 100_000,
     seed: Annotated[int, typer.Option(help="Random seed: same seed and scale, same tables.")] = 42,
     rows_per_batch: Annotated[
-        int, typer.Option(help="Rows per daily batch; bounds memory use.", min=1)
-    ] = 250_000,
+        int | None,
+        typer.Option(
+            help="Rows per daily batch; bounds memory use (default: the rows span 14 days, "
+            "at most 250,000 a day).",
+            min=1,
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild every layer even if up to date.")] = False,
     modules: Annotated[
         str | None,

@@ -35,6 +35,8 @@ PREDICTION_FIELDS = [
     pa.field("latency_ms", pa.float64(), nullable=False),
     pa.field("prediction", pa.float64()),
     pa.field("prediction_json", pa.string()),  # a prediction that is not one number
+    # The row's features outside the version's training domain (null: no domain recorded).
+    pa.field("out_of_domain", pa.list_(pa.string())),
 ]
 RAG_SCHEMA = pa.schema(
     [

@@ -8,6 +8,7 @@ interrupted at any point resumes from the first layer that did not commit.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ REJECTED = TableRef("silver", "trips_rejected")
 GOLD = TableRef("gold", "trips")
 GENERATOR_VERSION = "1"
 MIN_SCALE, MAX_SCALE = 1_000, 50_000_000
+# Two weeks: each weekday twice. A model trained on one day knows one weekday, and every
+# request of another day is outside its domain.
+SEED_DAYS = 14
+MAX_DAILY_ROWS = 250_000
 
 log = structlog.get_logger(__name__)
 Progress = Callable[[str, int, int], None]  # (layer, rows done now, rows expected)
@@ -47,17 +52,28 @@ def _noop(layer: str, rows: int, total: int) -> None:
     pass
 
 
+def daily_rows(scale: int) -> int:
+    """Rows per daily batch so that `scale` rows span SEED_DAYS days (more when very large)."""
+    return min(MAX_DAILY_ROWS, math.ceil(scale / SEED_DAYS))
+
+
 def seed_trips(
     lake: Lakehouse,
     scale: int,
     seed: int,
-    rows_per_batch: int = 250_000,
+    rows_per_batch: int | None = None,
     progress: Progress = _noop,
     force: bool = False,
 ) -> list[LayerResult]:
-    """Build the three trip layers; return one result per table written or skipped."""
+    """Build the three trip layers; return one result per table written or skipped.
+
+    A batch is one day of trips; by default the feed spans `SEED_DAYS` days (at most
+    `MAX_DAILY_ROWS` a day, so memory stays bounded), so every weekday is in the training data.
+    """
     if not MIN_SCALE <= scale <= MAX_SCALE:
         raise ConfigError(f"--scale must be between {MIN_SCALE:,} and {MAX_SCALE:,}, got {scale:,}")
+    if rows_per_batch is None:
+        rows_per_batch = daily_rows(scale)
     if rows_per_batch < 1:
         raise ConfigError(f"rows per batch must be positive, got {rows_per_batch}")
     params = {

@@ -11,6 +11,7 @@ from rag.chat.cli import chat_command
 from rag.cli import app as rag_app
 from serving.cli import serve_command
 from training.cli import app as train_app
+from training.monitor_cli import monitor_command
 
 app = typer.Typer(
     name="lakeserve",
@@ -25,6 +26,7 @@ app.add_typer(rag_app, name="rag")
 app.add_typer(registry_app, name="registry")
 app.command("serve")(serve_command)
 app.command("chat")(chat_command)
+app.command("monitor")(monitor_command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kernel.errors import MalformedRequest
 
+MAX_WARNINGS = 100
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 Record = dict[str, Any]
 
@@ -42,11 +43,28 @@ class InvocationRequest(BaseModel):
     params: dict[str, Any] | None = Field(default=None, description="Accepted and ignored.")
 
 
+class DomainWarning(BaseModel):
+    """One input value outside the domain the answering version was trained on."""
+
+    row: int = Field(description="Row of the request (from 0).")
+    column: str
+    value: Any
+    message: str = Field(
+        examples=["column pickup_borough: 'Atlantis' at row 0 is outside the training domain "
+                  "(one of Bronx, Brooklyn, Manhattan, Queens, Staten Island)"]
+    )  # fmt: skip
+
+
 class Predictions(BaseModel):
     """MLflow scoring server response, plus the version that answered."""
 
     predictions: list[float | None]
     model_version: str
+    warnings: list[DomainWarning] | None = Field(
+        default=None,
+        description=f"Present when input values fall outside the training domain (the first "
+        f"{MAX_WARNINGS}); the prediction is extrapolated and may be unreliable.",
+    )
 
 
 def columns_from_invocation(body: Any) -> dict[str, list[Any]]:

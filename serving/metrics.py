@@ -132,6 +132,13 @@ class ServingMetrics:
             ["model", "version"],
             buckets=_BATCH_BUCKETS,
         )
+        self.out_of_domain = self._make(
+            Counter,
+            "lakeserve_out_of_domain_values",
+            "Request values outside the domain the served version was trained on, by model, "
+            "version and feature (answered with a warning, or refused for a strict model).",
+            ["model", "version", "feature"],
+        )
         self.version = self._make(
             Gauge,
             "lakeserve_model_version",

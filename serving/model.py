@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from kernel.domain import Domain, from_metadata
 from kernel.errors import LakeserveError
 from kernel.integrity import DIGEST_PARAM, GATE_TAG, downloaded_version
 from serving.schema import InputSchema
@@ -22,6 +23,7 @@ class LoadedModel:
     version: str
     schema: InputSchema
     predictor: Any  # mlflow.pyfunc.PyFuncModel, or anything with predict(frame)
+    domain: Domain | None = None  # what training saw; None for models logged without it
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predict a typed frame; returns one value per row."""
@@ -96,7 +98,8 @@ class MlflowRegistry:
         # Requests are checked and typed against the signature before they get here, so a
         # scikit-learn model is called directly: pyfunc would re-check every batch (~1-2 ms).
         predictor = pyfunc.get_raw_model() if "sklearn" in pyfunc.metadata.flavors else pyfunc
-        return LoadedModel(name, version, schema, predictor)
+        domain = from_metadata(pyfunc.metadata.metadata)
+        return LoadedModel(name, version, schema, predictor, domain)
 
     def _recorded_digest(self, name: str, version: str) -> str:
         """Return the digest training recorded for `version`; refuse a version without one."""

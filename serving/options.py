@@ -19,6 +19,12 @@ class ModelSpec(BaseModel):
         description="Fraction of this model's requests written to bronze.predictions "
         "(0 turns its request log off).",
     )
+    strict_domain: bool = Field(
+        default=False,
+        description="Refuse (422) rows with a value outside the domain the version was trained "
+        "on (a category it never saw, a number outside its range); otherwise they are answered "
+        "with a warning in the response and counted.",
+    )
 
 
 class RequestLogOptions(BaseModel):

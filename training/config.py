@@ -31,6 +31,11 @@ class DataConfig(_Strict):
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=0.9)
     split_salt: str = Field(default="lakeserve", min_length=1, description="Changes the split.")
     max_train_rows: int | None = Field(default=None, ge=100, description="Cap on training rows.")
+    calendar: list[str] = Field(
+        default_factory=list,
+        description="Features that follow the calendar (day of week): `lakeserve monitor` "
+        "compares a window with training rows of the same mix of their values.",
+    )
 
     @field_validator("table")
     @classmethod
@@ -53,6 +58,9 @@ class DataConfig(_Strict):
         for column in (self.target, self.id_column):
             if column in self.features:
                 raise ValueError(f"{column} cannot be a feature (it is the target or the row id)")
+        unknown = [c for c in self.calendar if c not in self.features]
+        if unknown:
+            raise ValueError(f"calendar names {', '.join(unknown)}, which are not features")
         if not self.split_salt.isascii():
             raise ValueError("split_salt must be ASCII")
         return self

@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 import structlog
 
+from kernel.domain import Domain
 from kernel.integrity import GATE_TAG
 from kernel.tracking import unreachable_as_error
 from lakehouse.tables import Lakehouse
@@ -110,7 +111,11 @@ def train(
                 "data.version": str(dataset.version),
                 "data.rows": str(len(dataset.frame)),
             }
-            version = tracker.log_model(pipeline, x_train.head(200), config.model_name, lineage)
+            # What the model learned from: serving flags inputs outside it.
+            domain = Domain.from_frame(x_train, features)
+            version = tracker.log_model(
+                pipeline, x_train.head(200), config.model_name, lineage, domain
+            )
 
             step("applying the promotion gate")
             promo = config.promotion

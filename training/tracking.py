@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
+from kernel.domain import METADATA_KEY, Domain
 from kernel.integrity import DIGEST_PARAM, downloaded_version
 from kernel.tracking import TrackingStore
 from training.data import Dataset
@@ -55,16 +56,22 @@ class Tracker(TrackingStore):
                 mlflow.log_input(dataset_input, context=context)
 
     def log_model(
-        self, pipeline: Pipeline, example: pd.DataFrame, model_name: str, tags: dict[str, str]
+        self,
+        pipeline: Pipeline,
+        example: pd.DataFrame,
+        model_name: str,
+        tags: dict[str, str],
+        domain: Domain,
     ) -> ModelVersion:
-        """Log the fitted pipeline with signature and input example; register a new version.
+        """Log the fitted pipeline with signature, input example and the domain of its inputs
+        (in the MLmodel metadata, which serving reads); register a new version.
 
         The digest of the stored artifact files becomes a run parameter (immutable) and a version
         tag: serving loads the version only if what it downloads hashes to it.
         """
         with _integer_columns_are_deliberate():
             signature = infer_signature(example, pipeline.predict(example))
-            info = self._log_sklearn(pipeline, signature, example, model_name)
+            info = self._log_sklearn(pipeline, signature, example, model_name, domain)
         version = str(info.registered_model_version)
         digest = self.stored_digest(model_name, version)
         mlflow.log_param(DIGEST_PARAM, digest)
@@ -78,7 +85,12 @@ class Tracker(TrackingStore):
             return digest
 
     def _log_sklearn(
-        self, pipeline: Pipeline, signature: Any, example: pd.DataFrame, model_name: str
+        self,
+        pipeline: Pipeline,
+        signature: Any,
+        example: pd.DataFrame,
+        model_name: str,
+        domain: Domain,
     ) -> Any:
         return mlflow.sklearn.log_model(
             pipeline,
@@ -86,6 +98,7 @@ class Tracker(TrackingStore):
             signature=signature,
             input_example=example.head(5),
             registered_model_name=model_name,
+            metadata={METADATA_KEY: domain.to_json()},
             # Tree models fail skops' safe loader unless every type is trusted by hand;
             # the registry is our own, so cloudpickle is acceptable here.
             serialization_format="cloudpickle",

@@ -60,6 +60,8 @@ def live_trips(count: int, seed: int = 7, day: int = 0, shift: str = "none") -> 
         gold["pickup_borough"] = rng.choice(["Bronx", "Staten Island"], size=len(gold))
     elif shift == "distance":
         gold["trip_distance"] = gold["trip_distance"] * 3.0
+    if shift != "none":  # a shifted trip is another trip: its own request id and outcome
+        gold["trip_id"] = gold["trip_id"].astype(str) + f"-{shift}"
     return gold.reset_index(drop=True)
 
 

@@ -10,17 +10,20 @@ import numpy as np
 from fastapi import Response
 from pydantic import BaseModel
 
-from kernel.errors import NotFound, NotReady
+from kernel.domain import Outside
+from kernel.errors import InvalidInput, NotFound, NotReady
 from lakeserve.api.deps import LimitedBody
 from lakeserve.api.errors import classify
 from lakeserve.api.requestlog import request_id
 from serving.host import ModelHost, ModelSlot
+from serving.invocations import MAX_WARNINGS, DomainWarning
 from serving.model import LoadedModel
 
 VERSION_HEADER = "X-Model-Version"
 
-# What a protocol contributes: body -> (columns, encoder of (model name, predictions, version)).
-Encoder = Callable[[str, np.ndarray, str], BaseModel]
+# What a protocol contributes: body -> (columns, encoder of (model name, predictions, version,
+# warnings about values outside the training domain)).
+Encoder = Callable[[str, np.ndarray, str, list[DomainWarning]], BaseModel]
 Decoder = Callable[[bytes, LimitedBody], tuple[dict[str, Any], Encoder]]
 
 
@@ -62,12 +65,14 @@ async def run(
     logged = requests is not None and requests.sampled(slot.spec.log_sample if slot else 1.0)
     model: LoadedModel | None = None
     rows: dict[str, np.ndarray] | None = None
+    outside: Outside | None = None
     try:
         columns, encode = decode(await body.read(), body)
         slot, model = loaded(host, name, version)
         rows = model.schema.check(columns, host.options.max_rows_per_request)
+        outside, warnings = _domain(host, slot, model, rows)
         predictions, served = await slot.predict(model, rows)
-        answer = encode(name, predictions, served)
+        answer = encode(name, predictions, served, warnings)
     except Exception as exc:
         kind = classify(exc).kind
         metrics.requests.labels(label, "none", endpoint, str(kind.status)).inc()
@@ -79,7 +84,7 @@ async def run(
                 request_id=request_id(body.request), label=label, model=name,
                 version=model.version if model else None, endpoint=endpoint,
                 status=kind.status, error=kind.type, latency_s=elapsed,
-                schema=model.schema if model else None, rows=rows,
+                schema=model.schema if model else None, rows=rows, outside=outside,
             )  # fmt: skip
         raise
     elapsed = time.perf_counter() - started
@@ -89,10 +94,44 @@ async def run(
         requests.prediction(
             request_id=request_id(body.request), label=label, model=name, version=served,
             endpoint=endpoint, status=200, error=None, latency_s=elapsed,
-            schema=model.schema, rows=rows, predictions=predictions,
+            schema=model.schema, rows=rows, predictions=predictions, outside=outside,
         )  # fmt: skip
     return Response(
         answer.model_dump_json(exclude_none=True),
         media_type="application/json",
         headers={VERSION_HEADER: served},
     )
+
+
+def _domain(
+    host: ModelHost, slot: ModelSlot, model: LoadedModel, rows: dict[str, np.ndarray]
+) -> tuple[Outside | None, list[DomainWarning]]:
+    """Count the values outside the version's training domain; refuse them for a strict model.
+
+    Raises:
+        InvalidInput: the model is configured strict and a value is outside.
+    """
+    if model.domain is None:
+        return None, []
+    outside = model.domain.outside(rows)
+    if not outside:
+        return outside, []
+    for feature, mask in outside.masks.items():
+        host.metrics.out_of_domain.labels(model.name, model.version, feature).inc(int(mask.sum()))
+    if slot.spec.strict_domain:
+        problems = model.domain.problems(rows, outside)
+        raise InvalidInput(
+            "; ".join(problems) + f" (model {model.name} v{model.version} is strict about "
+            "its training domain)"
+        )
+    warnings: list[DomainWarning] = []
+    for name, mask in outside.masks.items():
+        domain = model.domain.feature(name)
+        assert domain is not None
+        for row in np.flatnonzero(mask).tolist()[: MAX_WARNINGS - len(warnings)]:
+            value = rows[name][row]
+            plain = value.item() if isinstance(value, np.generic) else value
+            warnings.append(
+                DomainWarning(row=row, column=name, value=plain, message=domain.message(plain, row))
+            )
+    return outside, warnings

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import structlog
 
+from kernel.domain import Outside
 from lakehouse.requests import (
     PARTITION_BY,
     PREDICTION_FIELDS,
@@ -146,6 +147,7 @@ class RequestLog:
         schema: InputSchema | None = None,
         rows: dict[str, np.ndarray] | None = None,
         predictions: np.ndarray | None = None,
+        outside: Outside | None = None,
     ) -> None:
         """Offer one inference request: a row per predicted row (one row when none was read)."""
         key = (label, tuple((c.name, c.type) for c in schema.columns) if schema else None)
@@ -173,10 +175,13 @@ class RequestLog:
         columns = {name: values.tolist() for name, values in rows.items()}
         count = len(next(iter(columns.values())))
         outputs = _outputs(predictions, count)
+        flagged = outside.per_row() if outside is not None else None
         for i in range(count):
             row = {**base, "row": i, "features": {n: v[i] for n, v in columns.items()}}
             if outputs is not None:
                 row.update(outputs[i])
+            if flagged is not None:
+                row["out_of_domain"] = flagged[i]
             sink.offer(row)
 
     def rag(

@@ -46,6 +46,9 @@ def test_shifts_change_only_what_they_name() -> None:
     assert (longer["trip_distance"] == clean["trip_distance"] * 3).all()
     untouched = [c for c in FEATURES if c not in {"pickup_borough", "trip_distance"}]
     pd.testing.assert_frame_equal(boroughs[untouched], clean[untouched])
+    # Shifted trips are other trips: their requests are not deduplicated into the clean ones.
+    assert (boroughs["trip_id"] == clean["trip_id"] + "-borough").all()
+    assert not set(longer["trip_id"]) & set(boroughs["trip_id"])
     with pytest.raises(ConfigError, match="unknown shift"):
         live_trips(10, shift="moon")
 

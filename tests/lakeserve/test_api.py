@@ -349,3 +349,58 @@ def test_a_version_swapped_in_while_queued_does_not_answer_requests_checked_befo
         assert isinstance(outcome, tuple)
         predictions, version = outcome
         assert version == "3" and list(predictions) == [8.0]
+
+
+HOSTILE = {"trip_distance": -5.0, "passenger_count": 99, "is_airport": False, "rate_code": "X"}
+
+
+def test_values_outside_the_training_domain_are_answered_with_warnings_and_counted(
+    client: TestClient,
+) -> None:
+    answer = client.post("/predict/fare", json={"dataframe_records": [ROW, HOSTILE]})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["predictions"] == [8.0, 89.0]  # still answered: the model decides nothing here
+    assert [(w["row"], w["column"], w["value"]) for w in body["warnings"]] == [
+        (1, "trip_distance", -5.0),
+        (1, "passenger_count", 99),
+        (1, "rate_code", "X"),
+    ]
+    assert body["warnings"][2]["message"] == (
+        "column rate_code: 'X' at row 1 is outside the training domain (one of JFK, Standard)"
+    )
+    inside = client.post("/predict/fare", json={"dataframe_records": [ROW]}).json()
+    assert "warnings" not in inside
+    v2 = client.post("/v2/models/fare/infer", json={"inputs": v2_inputs(HOSTILE)}).json()
+    assert v2["parameters"] == {
+        "out_of_domain_values": 3,
+        "out_of_domain_columns": "trip_distance,passenger_count,rate_code",
+    }
+    text = client.get("/metrics").text
+    counted = (
+        'lakeserve_out_of_domain_values_total{feature="passenger_count",model="fare",version="3"}'
+    )
+    assert f"{counted} 2.0" in text
+    assert 'feature="is_airport"' not in text
+
+
+def test_a_strict_model_refuses_values_outside_its_domain_with_422_naming_them() -> None:
+    options = {**OPTIONS, "models": [{"name": "fare", "strict_domain": True}]}
+    host, _ = fake_host(options, version="3")
+    with TestClient(create_app(host)) as client:
+        refused = client.post("/predict/fare", json={"dataframe_records": [ROW, HOSTILE]})
+        v2 = client.post("/v2/models/fare/infer", json={"inputs": v2_inputs(HOSTILE)})
+        fine = client.post("/predict/fare", json={"dataframe_records": [ROW]})
+    assert refused.status_code == 422 and v2.status_code == 422
+    message = refused.json()["error"]
+    assert message.startswith("column trip_distance: -5.0 at row 1 is outside the training domain")
+    assert "'X' at row 1" in message and "is strict about its training domain" in message
+    assert fine.status_code == 200 and fine.json()["predictions"] == [8.0]
+
+
+def test_a_model_logged_without_a_domain_is_served_without_checks() -> None:
+    host, registry = fake_host(OPTIONS, version="3")
+    registry.domain = None
+    with TestClient(create_app(host)) as client:
+        answer = client.post("/predict/fare", json={"dataframe_records": [HOSTILE]})
+    assert answer.status_code == 200 and "warnings" not in answer.json()

@@ -140,3 +140,83 @@ def test_the_live_feed_gives_live_error_for_the_served_version(platform: Platfor
     assert mine["predictions"].sum() >= 40
     # A ridge model of this feed is off by a few dollars a trip, never by the fare itself.
     assert 0 < float(mine["mae"].iloc[-1]) < float(mine["mean_actual"].iloc[-1]) / 2
+
+
+def test_values_outside_the_training_domain_are_warned_counted_and_logged(
+    platform: Platform,
+) -> None:
+    lake = Lakehouse(LakehouseSettings(home=platform.home))
+    row = lake.read(GOLD, columns=FEATURES).slice(0, 1).to_pylist()[0]
+    hostile = {**row, "pickup_borough": "Atlantis", "passenger_count": 99, "pickup_hour": 30,
+               "trip_distance": -5.0}  # fmt: skip
+    counted = f'feature="pickup_borough",model="{MODEL}"'
+    with httpx.Client(base_url=platform.url, headers=AUTH, timeout=60) as client:
+        before = _count(client.get("/metrics").text, counted)
+        answer = client.post(f"/predict/{MODEL}", json={"dataframe_records": [row, hostile]})
+        after = _count(client.get("/metrics").text, counted)
+    assert answer.status_code == 200, answer.text
+    warned = {(w["row"], w["column"]) for w in answer.json()["warnings"]}
+    bent = {"pickup_borough", "passenger_count", "pickup_hour", "trip_distance"}
+    assert warned == {(1, column) for column in bent}
+    assert after - before == 1
+    rid = answer.headers["x-request-id"]
+    wait_for(lake, PREDICTIONS, {rid})
+    logged = sorted(logged_ids(lake, PREDICTIONS, {rid}), key=lambda r: r["row"])
+    assert [r["out_of_domain"] for r in logged] == [[], sorted(bent)]
+
+
+def _count(metrics: str, labels: str) -> float:
+    lines = [line for line in metrics.splitlines() if labels in line and "_total{" in line]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def _feed(platform: Platform, env: dict[str, str], day: int, shift: str) -> tuple[str, str]:
+    """Send 400 live trips; return the window (ISO times) their logged rows fall in."""
+    lake = Lakehouse(LakehouseSettings(home=platform.home))
+    since = pd.Timestamp.now(tz="UTC").isoformat()
+    fed = spawn("lake", "feed", "--url", platform.url, "--model", MODEL, "--trips", "400",
+                "--seed", "21", "--day", str(day), "--shift", shift, "--json", env=env)  # fmt: skip
+    assert fed.code == 0 and json.loads(fed.out)["statuses"] == {"200": 400}, fed.err
+    trips = live_trips(400, seed=21, day=day, shift=shift)
+    wait_for(lake, PREDICTIONS, {request_id(t) for t in trips["trip_id"]})
+    return since, pd.Timestamp.now(tz="UTC").isoformat()
+
+
+def test_monitor_logs_each_window_to_mlflow_and_exits_8_on_a_shift(platform: Platform) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = platform.env["MLFLOW_TRACKING_URI"]
+    env = clean_env(LAKESERVE_HOME=str(platform.home), LAKESERVE_API_KEY=KEY,
+                    MLFLOW_TRACKING_URI=uri)  # fmt: skip
+    client = MlflowClient(uri, uri)
+
+    since, until = _feed(platform, env, day=3, shift="none")
+    clean = spawn("monitor", "--model", MODEL, "--since", since, "--until", until, "--json",
+                  env=env)  # fmt: skip
+    assert clean.code == 0, clean.err
+    result = json.loads(clean.out)
+    assert result["measured"] and result["window"]["rows"] == 400 and result["alarms"] == []
+    assert result["reference"]["matched_on"] == ["pickup_dow"]
+    assert result["live_error"]["rows"] == 400  # the feed recorded every outcome
+    run = client.get_run(result["run_id"])
+    assert run.data.tags["model.version"] == result["version"]
+    assert run.data.metrics["alarm"] == 0 and run.data.metrics["window_rows"] == 400
+    artifacts = {a.path for a in client.list_artifacts(result["run_id"], "monitor")}
+    assert artifacts == {"monitor/drift_report.html", "monitor/result.json"}
+    version = client.get_model_version(MODEL, result["version"])
+    assert version.tags["monitor.last_run"] == result["run_id"]
+    assert version.tags["monitor.alarm"] == "false"
+
+    since, until = _feed(platform, env, day=4, shift="borough")
+    shifted = spawn("monitor", "--model", MODEL, "--since", since, "--until", until, env=env)
+    assert shifted.code == 8, shifted.err
+    assert "pickup_borough drifted: Jensen-Shannon distance" in shifted.err
+    assert "Traceback" not in shifted.err
+    tags = client.get_model_version(MODEL, result["version"]).tags
+    assert tags["monitor.alarm"] == "true" and tags["monitor.last_run"] != result["run_id"]
+
+    empty = spawn("monitor", "--model", MODEL, "--since", "2020-01-01T00:00",
+                  "--until", "2020-01-02T00:00", "--json", env=env)  # fmt: skip
+    assert empty.code == 0 and json.loads(empty.out)["measured"] is False, empty.err
+    unknown = spawn("monitor", "--model", "no-such-model", env=env)
+    assert unknown.code == 3 and "no version of no-such-model holds @champion" in unknown.err

@@ -18,6 +18,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import Field
 
+from kernel.domain import Domain, FeatureDomain
 from kernel.errors import NotReady, Upstream
 from rag.retrieval import Filters, Hit, Retrieval
 from rag.schemas import (
@@ -47,6 +48,15 @@ SCHEMA = InputSchema(
     )
 )
 ROW = {"trip_distance": 3.0, "passenger_count": 2, "is_airport": False, "rate_code": "Standard"}
+# What the fake models were "trained" on (ROW is inside).
+DOMAIN = Domain(
+    (
+        FeatureDomain("trip_distance", low=0.5, high=50.0),
+        FeatureDomain("passenger_count", low=1, high=6),
+        FeatureDomain("is_airport", values=frozenset({False, True})),
+        FeatureDomain("rate_code", values=frozenset({"Standard", "JFK"})),
+    )
+)
 HEALTHY = RagHealth(ready=True, collection="docs", chunks=3, llm="fake", detail=None)
 
 
@@ -60,8 +70,9 @@ class Doubler:
 class FakeRegistry:
     """Aliases in a dict; `fail` makes every lookup fail like an unreachable server."""
 
-    def __init__(self, aliases: dict[tuple[str, str], str]) -> None:
+    def __init__(self, aliases: dict[tuple[str, str], str], domain: Domain | None = DOMAIN) -> None:
         self.aliases = aliases
+        self.domain = domain
         self.fail = False
         self.loads: list[tuple[str, str]] = []
 
@@ -72,7 +83,7 @@ class FakeRegistry:
 
     def load(self, name: str, version: str) -> LoadedModel:
         self.loads.append((name, version))
-        return LoadedModel(name, version, SCHEMA, Doubler())
+        return LoadedModel(name, version, SCHEMA, Doubler(), self.domain)
 
 
 def fake_host(

@@ -13,7 +13,13 @@ from lakeserve.api import inference
 from lakeserve.api.deps import Authorized, BodyDep, HostDep, LimitedBody
 from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.openapi import raw_body
-from serving.invocations import FORMATS, InvocationRequest, Predictions, columns_from_invocation
+from serving.invocations import (
+    FORMATS,
+    DomainWarning,
+    InvocationRequest,
+    Predictions,
+    columns_from_invocation,
+)
 from serving.v2 import output_tensor
 
 router = APIRouter(tags=["mlflow"], dependencies=[Authorized], responses=ERROR_RESPONSES)
@@ -35,9 +41,11 @@ def decode(body: bytes, _: LimitedBody) -> tuple[dict[str, Any], inference.Encod
     except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting
         raise MalformedRequest(f"body is not valid JSON: {type(exc).__name__}") from exc
 
-    def encode(_: str, predictions: np.ndarray, version: str) -> Predictions:
+    def encode(
+        _: str, predictions: np.ndarray, version: str, warnings: list[DomainWarning]
+    ) -> Predictions:
         data = output_tensor("predictions", predictions).data
-        return Predictions(predictions=data, model_version=version)
+        return Predictions(predictions=data, model_version=version, warnings=warnings or None)
 
     return columns_from_invocation(payload), encode
 

@@ -13,6 +13,7 @@ from lakeserve.api.deps import Authorized, BodyDep, HostDep, LimitedBody
 from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.openapi import raw_body
 from serving.host import ModelHost
+from serving.invocations import DomainWarning
 from serving.v2 import (
     BINARY_HEADER,
     InferRequest,
@@ -47,11 +48,23 @@ def decode(body: bytes, request: LimitedBody) -> tuple[dict[str, Any], inference
     """Decode a JSON or binary-extension inference request into columns."""
     parsed, columns = parse_request(body, request.header(BINARY_HEADER))
 
-    def encode(name: str, predictions: np.ndarray, version: str) -> InferResponse:
+    def encode(
+        name: str, predictions: np.ndarray, version: str, warnings: list[DomainWarning]
+    ) -> InferResponse:
+        # Protocol parameters are scalars: the count and the columns (messages: /predict).
+        parameters = (
+            {
+                "out_of_domain_values": len(warnings),
+                "out_of_domain_columns": ",".join(dict.fromkeys(w.column for w in warnings)),
+            }
+            if warnings
+            else None
+        )
         return InferResponse(
             model_name=name,
             model_version=version,
             id=parsed.id,
+            parameters=parameters,
             outputs=[output_tensor("predictions", predictions)],
         )
 
