@@ -17,6 +17,7 @@ import pandas as pd
 
 METADATA_KEY = "lakeserve_domain"
 SHOWN_VALUES = 12
+SHOWN_CHARS = 80  # of a value in a message
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,11 @@ class FeatureDomain:
 
     def message(self, value: Any, row: int) -> str:
         """Say that `value` at `row` is outside this domain."""
+        shown = repr(_plain(value))
+        if len(shown) > SHOWN_CHARS:
+            shown = shown[:SHOWN_CHARS] + f"... ({len(shown)} chars)"
         return (
-            f"column {self.name}: {_plain(value)!r} at row {row} is outside the training "
+            f"column {self.name}: {shown} at row {row} is outside the training "
             f"domain ({self.describe()})"
         )
 

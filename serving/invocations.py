@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +66,16 @@ class Predictions(BaseModel):
         description=f"Present when input values fall outside the training domain (the first "
         f"{MAX_WARNINGS}); the prediction is extrapolated and may be unreliable.",
     )
+
+
+@dataclass(frozen=True)
+class DomainReport:
+    """What a response says about values outside the domain: the first warnings, and the
+    count and columns of them all."""
+
+    warnings: list[DomainWarning] = field(default_factory=list)  # at most MAX_WARNINGS
+    values: int = 0
+    columns: tuple[str, ...] = ()
 
 
 def columns_from_invocation(body: Any) -> dict[str, list[Any]]:

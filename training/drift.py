@@ -29,6 +29,11 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 PREDICTION = "prediction"
+# The methods asked of evidently, by the names its report shows.
+METHODS = {
+    "wasserstein": "Wasserstein distance (normed)",
+    "jensenshannon": "Jensen-Shannon distance",
+}
 NULL_DRAWS = 100
 NULL_MARGIN = 1.2
 
@@ -121,7 +126,16 @@ def _measure(
     )
     columns = [*numeric, *categorical, PREDICTION]
     report = evidently.Report(
-        [evidently.DataDriftPreset(columns=columns, per_column_threshold=thresholds)],
+        [
+            evidently.DataDriftPreset(
+                columns=columns,
+                # Distances at every size: evidently's default for a reference of 1,000 rows
+                # or fewer is a p-value test, whose score means the opposite.
+                num_method="wasserstein",
+                cat_method="jensenshannon",
+                per_column_threshold=thresholds,
+            )
+        ],
         include_tests=False,
     )
     snapshot = report.run(
@@ -141,7 +155,7 @@ def _measure(
         drifts.append(
             ColumnDrift(
                 column=str(config["column"]),
-                method=str(config["method"]),
+                method=METHODS.get(str(config["method"]), str(config["method"])),
                 score=score,
                 threshold=float(config["threshold"]),
             )

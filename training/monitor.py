@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +194,7 @@ def window(lake: Lakehouse, model: str, since: datetime, until: datetime) -> pd.
     wanted = (
         (pc.field("model") == model)
         & (pc.field("status") == 200)
-        & (pc.field("date") >= since.date())
+        & (pc.field("date") >= since.astimezone(UTC).date())  # partitions are UTC dates
         & (pc.field("received_at") >= since)
         & (pc.field("received_at") < until)
     )
@@ -354,7 +354,10 @@ def _comparable(frame: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
     """Categories as plain Python objects on both sides (Arrow strings vs object strings)."""
     out = frame.copy()
     for name in categorical:
-        out[name] = out[name].astype(object).astype(str)
+        column = out[name]
+        if column.dtype.kind == "f" and (column.dropna() % 1 == 0).all():
+            column = column.astype("Int64")  # a null in the log made integers floats: 2.0 is 2
+        out[name] = column.astype(object).astype(str)
     return out
 
 

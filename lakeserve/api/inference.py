@@ -16,14 +16,14 @@ from lakeserve.api.deps import LimitedBody
 from lakeserve.api.errors import classify
 from lakeserve.api.requestlog import request_id
 from serving.host import ModelHost, ModelSlot
-from serving.invocations import MAX_WARNINGS, DomainWarning
+from serving.invocations import MAX_WARNINGS, DomainReport, DomainWarning
 from serving.model import LoadedModel
 
 VERSION_HEADER = "X-Model-Version"
 
 # What a protocol contributes: body -> (columns, encoder of (model name, predictions, version,
-# warnings about values outside the training domain)).
-Encoder = Callable[[str, np.ndarray, str, list[DomainWarning]], BaseModel]
+# what to say about values outside the training domain)).
+Encoder = Callable[[str, np.ndarray, str, DomainReport], BaseModel]
 Decoder = Callable[[bytes, LimitedBody], tuple[dict[str, Any], Encoder]]
 
 
@@ -70,9 +70,10 @@ async def run(
         columns, encode = decode(await body.read(), body)
         slot, model = loaded(host, name, version)
         rows = model.schema.check(columns, host.options.max_rows_per_request)
-        outside, warnings = _domain(host, slot, model, rows)
+        outside = model.domain.outside(rows) if model.domain is not None else None
+        report = _domain(host, slot, model, rows, outside)
         predictions, served = await slot.predict(model, rows)
-        answer = encode(name, predictions, served, warnings)
+        answer = encode(name, predictions, served, report)
     except Exception as exc:
         kind = classify(exc).kind
         metrics.requests.labels(label, "none", endpoint, str(kind.status)).inc()
@@ -104,18 +105,19 @@ async def run(
 
 
 def _domain(
-    host: ModelHost, slot: ModelSlot, model: LoadedModel, rows: dict[str, np.ndarray]
-) -> tuple[Outside | None, list[DomainWarning]]:
+    host: ModelHost,
+    slot: ModelSlot,
+    model: LoadedModel,
+    rows: dict[str, np.ndarray],
+    outside: Outside | None,
+) -> DomainReport:
     """Count the values outside the version's training domain; refuse them for a strict model.
 
     Raises:
         InvalidInput: the model is configured strict and a value is outside.
     """
-    if model.domain is None:
-        return None, []
-    outside = model.domain.outside(rows)
-    if not outside:
-        return outside, []
+    if model.domain is None or not outside:
+        return DomainReport()
     for feature, mask in outside.masks.items():
         host.metrics.out_of_domain.labels(model.name, model.version, feature).inc(int(mask.sum()))
     if slot.spec.strict_domain:
@@ -134,4 +136,5 @@ def _domain(
             warnings.append(
                 DomainWarning(row=row, column=name, value=plain, message=domain.message(plain, row))
             )
-    return outside, warnings
+    values = sum(int(mask.sum()) for mask in outside.masks.values())
+    return DomainReport(warnings, values, tuple(outside.masks))

@@ -70,3 +70,17 @@ def test_a_small_window_raises_the_threshold_to_what_its_noise_scores() -> None:
     fixed = measure(reference, sample(60, 9), ["trip_distance"], ["pickup_borough"], 0.1,
                     calibrate=False)  # fmt: skip
     assert all(c.threshold == 0.1 for c in fixed.columns)
+
+
+def test_a_small_reference_is_still_measured_with_distances() -> None:
+    # evidently's default for <= 1,000 reference rows is a p-value test (small means drift).
+    reference, same = sample(800, 1), sample(800, 2)
+    shifted = sample(800, 3, distance_scale=3.0, mix=[0.05, 0.05, 0.1, 0.4, 0.4])
+    quiet = measure(reference, same, ["trip_distance"], ["pickup_borough"], 0.1)
+    loud = measure(reference, shifted, ["trip_distance"], ["pickup_borough"], 0.1)
+    assert {c.method for c in quiet.columns} == {
+        "Wasserstein distance (normed)",
+        "Jensen-Shannon distance",
+    }
+    assert not any(c.drifted for c in quiet.columns)
+    assert loud.column("trip_distance").drifted and loud.column("pickup_borough").drifted

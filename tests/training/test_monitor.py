@@ -159,3 +159,11 @@ def test_twenty_clean_days_raise_no_alarm_and_injected_shifts_do(trained: dict[s
     assert flagged.outside["passenger_count"]["rows"] == 30
     assert flagged.outside["passenger_count"]["top"] == {"99": 30}
     assert any("outside the training domain (passenger_count)" in a for a in flagged.alarms)
+
+
+def test_integers_made_floats_by_a_null_compare_as_the_same_categories() -> None:
+    logged = pd.DataFrame({"passengers": [1.0, 2.0, None, 3.0], "borough": ["a", "b", "a", None]})
+    same = monitor._comparable(logged, ["passengers", "borough"])
+    passengers = same["passengers"].tolist()
+    assert passengers[:2] + passengers[3:] == ["1", "2", "3"] and pd.isna(passengers[2])
+    assert same["borough"].tolist()[:3] == ["a", "b", "a"]

@@ -15,7 +15,7 @@ from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.openapi import raw_body
 from serving.invocations import (
     FORMATS,
-    DomainWarning,
+    DomainReport,
     InvocationRequest,
     Predictions,
     columns_from_invocation,
@@ -41,11 +41,11 @@ def decode(body: bytes, _: LimitedBody) -> tuple[dict[str, Any], inference.Encod
     except (ValueError, RecursionError) as exc:  # bad UTF-8, absurd nesting
         raise MalformedRequest(f"body is not valid JSON: {type(exc).__name__}") from exc
 
-    def encode(
-        _: str, predictions: np.ndarray, version: str, warnings: list[DomainWarning]
-    ) -> Predictions:
+    def encode(_: str, predictions: np.ndarray, version: str, domain: DomainReport) -> Predictions:
         data = output_tensor("predictions", predictions).data
-        return Predictions(predictions=data, model_version=version, warnings=warnings or None)
+        return Predictions(
+            predictions=data, model_version=version, warnings=domain.warnings or None
+        )
 
     return columns_from_invocation(payload), encode
 

@@ -13,7 +13,7 @@ from lakeserve.api.deps import Authorized, BodyDep, HostDep, LimitedBody
 from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.openapi import raw_body
 from serving.host import ModelHost
-from serving.invocations import DomainWarning
+from serving.invocations import DomainReport
 from serving.v2 import (
     BINARY_HEADER,
     InferRequest,
@@ -49,15 +49,15 @@ def decode(body: bytes, request: LimitedBody) -> tuple[dict[str, Any], inference
     parsed, columns = parse_request(body, request.header(BINARY_HEADER))
 
     def encode(
-        name: str, predictions: np.ndarray, version: str, warnings: list[DomainWarning]
+        name: str, predictions: np.ndarray, version: str, domain: DomainReport
     ) -> InferResponse:
         # Protocol parameters are scalars: the count and the columns (messages: /predict).
         parameters = (
             {
-                "out_of_domain_values": len(warnings),
-                "out_of_domain_columns": ",".join(dict.fromkeys(w.column for w in warnings)),
+                "out_of_domain_values": domain.values,
+                "out_of_domain_columns": ",".join(domain.columns),
             }
-            if warnings
+            if domain.values
             else None
         )
         return InferResponse(
