@@ -90,3 +90,12 @@ def test_model_name_is_taken_as_a_string() -> None:
 def test_malformed_override_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_config(CONFIGS / "fare-hgb.yaml", ["model.params.max_iter"])
+
+
+def test_calendar_features_must_be_features() -> None:
+    with pytest.raises(ConfigError, match="calendar names pickup_dow, which are not features"):
+        load_config(CONFIGS / "fare-ridge.yaml", ["data.features=[trip_distance]"])
+    config = load_config(
+        CONFIGS / "fare-ridge.yaml", ["data.features=[trip_distance]", "data.calendar=[]"]
+    )
+    assert config.data.calendar == []
