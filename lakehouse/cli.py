@@ -17,8 +17,9 @@ from rich.progress import (
 from rich.table import Table
 
 from kernel.console import err, out
+from kernel.errors import ConfigError
 from lakehouse.docs.pipeline import seed_docs
-from lakehouse.seed import seed_trips
+from lakehouse.seed import LayerResult, seed_trips
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 
@@ -49,8 +50,13 @@ def seed(
         str | None,
         typer.Option(help="Document corpus: only these stdlib modules (comma-separated)."),
     ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Build only 'trips' or only 'docs' (default: both).")
+    ] = None,
 ) -> None:
     """Build the trip and document tables (bronze, silver, gold); skip up-to-date layers."""
+    if only not in {None, "trips", "docs"}:
+        raise ConfigError(f"--only must be 'trips' or 'docs', got {only!r}")
     lake = Lakehouse(LakehouseSettings())
     columns = (
         TextColumn("{task.description:<7}"),
@@ -66,11 +72,14 @@ def seed(
                 tasks[layer] = bar.add_task(layer, total=total)
             bar.advance(tasks[layer], rows)
 
-        results = seed_trips(lake, scale, seed, rows_per_batch, progress=advance, force=force)
-        docs = bar.add_task("docs", total=None)
-        wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
-        results += seed_docs(lake, wanted, force=force)
-        bar.update(docs, total=1, completed=1)
+        results: list[LayerResult] = []
+        if only in {None, "trips"}:
+            results += seed_trips(lake, scale, seed, rows_per_batch, progress=advance, force=force)
+        if only in {None, "docs"}:
+            docs = bar.add_task("docs", total=None)
+            wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else None
+            results += seed_docs(lake, wanted, force=force)
+            bar.update(docs, total=1, completed=1)
     table = Table(title=f"Lakehouse at {lake.root}")
     for name in ("table", "version", "rows", "status"):
         table.add_column(name, justify="right" if name in {"version", "rows"} else "left")

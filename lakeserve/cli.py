@@ -6,6 +6,7 @@ import typer
 
 from kernel.console import main_for
 from lakehouse.cli import app as lake_app
+from lakeserve.models_cli import app as models_app
 from lakeserve.registry_cli import app as registry_app
 from rag.chat.cli import chat_command
 from rag.cli import app as rag_app
@@ -24,6 +25,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(train_app, name="train")
 app.add_typer(rag_app, name="rag")
 app.add_typer(registry_app, name="registry")
+app.add_typer(models_app, name="models")
 app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 app.command("monitor")(monitor_command)

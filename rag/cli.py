@@ -19,7 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from kernel.console import err, out
-from kernel.errors import ConfigError
+from kernel.errors import ConfigError, GateFailed
 from kernel.settings import RaySettings, TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse, TableRef
@@ -32,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 DEFAULT_QA = Path(__file__).with_name("qa") / "stdlib.jsonl"
+GATE_METRIC = "recall@5"  # what `rag eval --min-recall` gates on, in hybrid mode
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -140,6 +141,14 @@ def eval_command(
         bool,
         typer.Option(help="Store the relevance floor measured on QA and off-topic with the index."),
     ] = False,
+    min_recall: Annotated[
+        float | None,
+        typer.Option(
+            help=f"Gate: exit 9 when hybrid {GATE_METRIC} is below this (after logging the run).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Score vector, BM25 and hybrid retrieval on a QA set; log the run to MLflow.
 
@@ -152,7 +161,6 @@ def eval_command(
     from rag.evaluate import best_similarities, evaluate, evaluate_answers, load_qa, load_questions
     from rag.evaluate import calibrate as calibrate_floor
     from rag.llm import chat_model
-    from rag.retrieval import MODES
     from rag.service import open_retriever
 
     questions = load_qa(qa)
@@ -183,8 +191,20 @@ def eval_command(
     _log_eval(settings, qa, len(questions), retriever.size, results, run_name)
     if as_json:
         out.print_json(json.dumps(results))
-        return
-    table = Table(title=f"Retrieval on {qa.name} ({len(questions)} questions)")
+    else:
+        _print_eval(results, qa, len(questions))
+    recall = results["hybrid"][GATE_METRIC]
+    if min_recall is not None and recall < min_recall:
+        raise GateFailed(
+            f"hybrid {GATE_METRIC} is {recall:.3f} on {qa.name} ({retriever.size:,} chunks), "
+            f"below the gate's {min_recall:.3f}"
+        )
+
+
+def _print_eval(results: dict[str, Any], qa: Path, questions: int) -> None:
+    from rag.retrieval import MODES
+
+    table = Table(title=f"Retrieval on {qa.name} ({questions} questions)")
     metrics = list(results["hybrid"])
     table.add_column("mode")
     for name in metrics:

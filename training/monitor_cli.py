@@ -6,7 +6,7 @@ import contextlib
 import re
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -16,6 +16,9 @@ from kernel.errors import ConfigError
 from kernel.settings import TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
+
+if TYPE_CHECKING:
+    from training.monitor import Result
 
 DURATION = re.compile(r"^(\d+)([mhd])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
@@ -69,13 +72,21 @@ def monitor_command(
         bool, typer.Option("--log/--no-log", help="Log the run and report to MLflow.")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    retrain_gate: Annotated[
+        bool,
+        typer.Option(
+            help="Be the gate before retraining: exit 0 when a threshold is crossed, 9 when not "
+            "(or when too few requests were measured)."
+        ),
+    ] = False,
 ) -> None:
     """Measure drift of the logged requests against the exact training data of the version.
 
     Exit codes: 0 measured and within thresholds (or too few requests to measure), 8 a
     threshold was crossed, 2 bad arguments, 3 no champion or no lineage, 4 MLflow unreachable.
+    With --retrain-gate: 0 a threshold was crossed (retrain), 9 nothing to retrain for.
     """
-    from kernel.errors import DriftDetected
+    from kernel.errors import DriftDetected, GateFailed
     from kernel.tracking import unreachable_as_error
     from training.monitor import Thresholds, dumps, run_monitor
     from training.tracking import Tracker
@@ -111,14 +122,15 @@ def monitor_command(
         out.print_json(dumps(result))
     else:
         _print(result)
-    if result.alarms:
+    if retrain_gate:
+        if not result.alarms:
+            raise GateFailed(f"{model} v{result.version}: no threshold crossed, nothing to retrain")
+        err.print(f"{model} v{result.version}: retrain: " + "; ".join(result.alarms))
+    elif result.alarms:
         raise DriftDetected(f"{model} v{result.version}: " + "; ".join(result.alarms))
 
 
-def _print(result: object) -> None:
-    from training.monitor import Result
-
-    assert isinstance(result, Result)
+def _print(result: Result) -> None:
     head = (
         f"{result.model} v{result.version} (@{result.alias}) against "
         f"{result.reference['table']}@v{result.reference['version']}: "
