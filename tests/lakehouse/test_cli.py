@@ -37,6 +37,20 @@ def test_seed_then_show_lists_tables_with_versions_rows_and_schema(
     assert again.out.count("up to date") == 7
 
 
+def test_seed_only_builds_one_of_trips_and_docs(
+    lake_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seeded = invoke(capsys, "lake", "seed", "--only", "docs", "--modules", "json")
+    assert seeded.code == 0, seeded.err
+    tables = {
+        t["table"] for t in json.loads(invoke(capsys, "lake", "show", "--json").out)["tables"]
+    }
+    assert tables == {"bronze.docs", "silver.docs", "gold.docs"}
+    wrong = invoke(capsys, "lake", "seed", "--only", "models")
+    assert wrong.code == 2
+    assert wrong.err.strip() == "error: --only must be 'trips' or 'docs', got 'models'"
+
+
 def test_show_on_an_empty_lakehouse_says_how_to_fill_it(
     lake_env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

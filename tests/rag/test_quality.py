@@ -123,3 +123,14 @@ def test_calibrated_floor_is_stored_with_the_index_and_used(tmp_path: Path) -> N
     settings = RagSettings(home=home, rag_collection="calibrated")
     assert open_retriever(settings).min_similarity == floor["floor"]
     assert not open_retriever(settings).search("How do I bake sourdough bread?", 5).found
+
+    # As a gate: a question whose document the index cannot have scores 0 and fails it; the
+    # two answerable ones (one found in the first five) pass a floor below their 0.5.
+    gated = tmp_path / "gated.jsonl"
+    gated.write_text('{"question": "Split a shell line into words", "relevant": ["no.such.doc"]}\n')
+    below = spawn("rag", "eval", "--qa", str(gated), "--min-recall", "0.1", env=env)
+    assert below.code == 9, below.err[-3000:]
+    assert "hybrid recall@5 is 0.000 on gated.jsonl" in below.err
+    assert "below the gate's 0.100" in below.err
+    passed = spawn("rag", "eval", "--qa", str(on_topic), "--min-recall", "0.4", env=env)
+    assert passed.code == 0, passed.err[-3000:]

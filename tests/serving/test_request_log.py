@@ -214,9 +214,16 @@ def test_monitor_logs_each_window_to_mlflow_and_exits_8_on_a_shift(platform: Pla
     assert "Traceback" not in shifted.err
     tags = client.get_model_version(MODEL, result["version"]).tags
     assert tags["monitor.alarm"] == "true" and tags["monitor.last_run"] != result["run_id"]
+    # As the loop's gate before retraining: a crossed threshold passes (0), nothing to do is 9.
+    gate = spawn("monitor", "--model", MODEL, "--since", since, "--until", until, "--no-log",
+                 "--retrain-gate", env=env)  # fmt: skip
+    assert gate.code == 0 and "retrain: pickup_borough drifted" in gate.err, gate.err
 
     empty = spawn("monitor", "--model", MODEL, "--since", "2020-01-01T00:00",
                   "--until", "2020-01-02T00:00", "--json", env=env)  # fmt: skip
     assert empty.code == 0 and json.loads(empty.out)["measured"] is False, empty.err
+    idle = spawn("monitor", "--model", MODEL, "--since", "2020-01-01T00:00",
+                 "--until", "2020-01-02T00:00", "--retrain-gate", env=env)  # fmt: skip
+    assert idle.code == 9 and "nothing to retrain" in idle.err, idle.err
     unknown = spawn("monitor", "--model", "no-such-model", env=env)
     assert unknown.code == 3 and "no version of no-such-model holds @champion" in unknown.err
