@@ -44,7 +44,7 @@ class FeatureDomain:
 
     def message(self, value: Any, row: int) -> str:
         """Say that `value` at `row` is outside this domain."""
-        shown = repr(_plain(value))
+        shown = repr(plain(value))
         if len(shown) > SHOWN_CHARS:
             shown = shown[:SHOWN_CHARS] + f"... ({len(shown)} chars)"
         return (
@@ -104,7 +104,7 @@ class Domain:
         for name in columns:
             series = frame[name]
             if series.dtype == object or series.dtype.kind == "b" or _is_string(series):
-                seen = frozenset(_plain(v) for v in series.dropna().unique().tolist())
+                seen = frozenset(plain(v) for v in series.dropna().unique().tolist())
                 features.append(FeatureDomain(name, values=seen))
             else:
                 features.append(
@@ -167,7 +167,8 @@ def _is_string(series: pd.Series) -> bool:
     return pd.api.types.is_string_dtype(series.dtype)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (JSON and messages); anything else as is."""
     return value.item() if isinstance(value, np.generic) else value
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import Response
 from pydantic import BaseModel
 
-from kernel.domain import Outside
+from kernel.domain import Outside, plain
 from kernel.errors import InvalidInput, NotFound, NotReady
 from lakeserve.api.deps import LimitedBody
 from lakeserve.api.errors import classify
@@ -131,10 +131,9 @@ def _domain(
         domain = model.domain.feature(name)
         assert domain is not None
         for row in np.flatnonzero(mask).tolist()[: MAX_WARNINGS - len(warnings)]:
-            value = rows[name][row]
-            plain = value.item() if isinstance(value, np.generic) else value
+            value = plain(rows[name][row])
             warnings.append(
-                DomainWarning(row=row, column=name, value=plain, message=domain.message(plain, row))
+                DomainWarning(row=row, column=name, value=value, message=domain.message(value, row))
             )
     values = sum(int(mask.sum()) for mask in outside.masks.values())
     return DomainReport(warnings, values, tuple(outside.masks))
