@@ -101,8 +101,10 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
     && /opt/venv/bin/pip check \
     && rm -rf /tmp/wheels
 WORKDIR /app
-# The training configs at the same relative path as in the repository (the CronJobs use them).
+# The training configs and the RAG QA sets at the same relative paths as in the repository
+# (the CronJobs and Airflow's loop name them so).
 COPY training/configs/ training/configs/
+COPY rag/qa/ rag/qa/
 
 # HOME=/tmp: Ray, Streamlit and MLflow write dot-directories there; with a read-only root
 # filesystem (k8s/) /tmp and /data are the writable mounts.

@@ -20,7 +20,7 @@ CHECKOV_VERSION := 3.3.30
 SHELLCHECK_VERSION := 0.11.0.1
 KUBERAY_TAG := v1.7.0
 
-.PHONY: demo test test-unit test-image lint lock lock-airflow install clean browser tools crds k8s-sync airflow
+.PHONY: demo test test-unit test-image lint lock lock-airflow install clean browser tools crds k8s-sync airflow bench-peers
 
 install: $(STAMP)
 
@@ -84,6 +84,16 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -c constraints-airflow.txt $(AIRFLOW_PACKAGES)
 	rm -f $(AIRFLOW_VENV)/.installed-* && touch $@
 
+# The serving benchmark's peers (bench/serving.py): MLServer + mlserver-mlflow in a venv of
+# their own (bench/constraints-mlserver.txt), and wrk to load them.
+MLSERVER_VENV := .venv-mlserver
+bench-peers: $(STAMP)
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install --quiet -c bench/constraints-mlserver.txt \
+		mlserver==1.7.1 mlserver-mlflow==1.7.1
+	command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
 lock-airflow:
 	rm -rf /tmp/lakeserve-airflow-lock && $(PYTHON) -m venv /tmp/lakeserve-airflow-lock
 	/tmp/lakeserve-airflow-lock/bin/pip install --quiet $(AIRFLOW_PACKAGES)
@@ -136,4 +146,4 @@ lock:
 	/tmp/lakeserve-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_VENV) .lakeserve .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_VENV) $(MLSERVER_VENV) .lakeserve .pytest_cache

@@ -3,6 +3,10 @@
     refresh_trips    -> train   -> promoted         -> serving_updated
     refresh_docs     -> ingest  -> rag_gate
     refresh_requests -> monitor -> retrain -> retrain_promoted -> retrain_serving_updated
+    train            -> monitor
+
+The monitor waits for the day's training: on a first run that training makes the champion the
+monitor needs, and two trainings never race for the alias (retrain follows train).
 
 Gates are exit codes of the commands (kernel/errors.py): `lakeserve models gate` exits 9 when
 the run's candidate was not promoted, and the task ends *skipped* (the champion stays, nothing
@@ -12,7 +16,8 @@ retraining is skipped; `lakeserve rag eval --min-recall` exits 9 below the floor
 
 Where the commands run (LAKESERVE_AIRFLOW_MODE):
 - `local` (default): a BashOperator runs LAKESERVE_BIN (default `lakeserve` on PATH) with the
-  worker's environment: the embedded defaults under LAKESERVE_HOME, or whatever it points at.
+  worker's environment, in LAKESERVE_LOOP_CWD (default: the repository this file is in, so
+  relative paths and the default LAKESERVE_HOME are the ones `make demo` uses).
 - `kubernetes`: a KubernetesPodOperator starts a pod of LAKESERVE_IMAGE in
   LAKESERVE_JOBS_NAMESPACE as LAKESERVE_JOBS_SERVICE_ACCOUNT, set up like the CronJobs of
   k8s/base/jobs: the lakeserve-config ConfigMap, the trainer's MLflow identity and S3 keys,
@@ -29,6 +34,7 @@ import os
 import shlex
 from datetime import datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Param
@@ -47,6 +53,7 @@ SERVING_URL = os.environ.get(
     else "http://lakeserve-serve-svc.lakeserve-serving.svc:8000",
 )
 NOT_PASSED = 9  # GateFailed: a gate that did not pass
+CWD = os.environ.get("LAKESERVE_LOOP_CWD", str(Path(__file__).resolve().parents[1]))
 # Values of run parameters end up in commands: plain words, paths and numbers only.
 WORD = r"^[A-Za-z0-9/][A-Za-z0-9._/@:-]*$"
 
@@ -58,7 +65,9 @@ PARAMS = {
         pattern=WORD,
         description="Training config (a path in the image, or relative to the worker's cwd).",
     ),
-    "scale": Param(100_000, type="integer", minimum=1_000, description="Trips in the raw feed."),
+    "scale": Param(
+        100_000, type="integer", minimum=1_000, maximum=50_000_000, description="Trips in the feed."
+    ),
     "seed": Param(42, type="integer", minimum=0, description="Seed of the trip feed."),
     "doc_modules": Param(
         "",
@@ -118,6 +127,7 @@ CHAINS = (
     ("refresh_trips", "train", "promoted", "serving_updated"),
     ("refresh_docs", "ingest", "rag_gate"),
     ("refresh_requests", "monitor", "retrain", "retrain_promoted", "retrain_serving_updated"),
+    ("train", "monitor"),
 )
 # Tasks whose gate exit (9) means "nothing to do downstream", not a failure.
 SKIP_ON_GATE = {"promoted", "monitor", "retrain_promoted"}
@@ -142,6 +152,7 @@ def _local(task_id: str, args: list[str], skip: list[int]) -> Any:
     return BashOperator(
         task_id=task_id,
         bash_command=shlex.join([LAKESERVE_BIN, *args]),
+        cwd=CWD,
         skip_on_exit_code=skip or None,
     )
 
@@ -205,8 +216,10 @@ def _pod(task_id: str, args: list[str], skip: list[int]) -> Any:
             k8s.V1VolumeMount(name="tmp", mount_path="/tmp"),
             k8s.V1VolumeMount(name="data", mount_path="/data"),
         ],
+        # The container's log streams into the task's log; a gate's "no" (exit 9) ends the pod
+        # Failed, and keeping those would pile up a Failed pod on every healthy day.
         get_logs=True,
-        on_finish_action="delete_succeeded_pod",
+        on_finish_action="delete_pod",
         startup_timeout_seconds=600,
         skip_on_exit_code=skip or None,
     )
@@ -223,6 +236,8 @@ with DAG(
     default_args={
         "retries": int(os.environ.get("LAKESERVE_LOOP_RETRIES", "1")),
         "retry_delay": timedelta(minutes=2),
+        # A hung task must not hold the next runs (max_active_runs=1).
+        "execution_timeout": timedelta(hours=2),
     },
     tags=["lakeserve"],
     doc_md=__doc__,

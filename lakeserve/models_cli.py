@@ -39,6 +39,7 @@ class Sighting:
     version: str | None
     ready: bool
     error: str | None = None
+    replica: str = ""  # which replica answered (each follows the alias on its own)
 
 
 def _tracker() -> Any:
@@ -118,17 +119,23 @@ def serving_sighting(
     for entry in hosted:
         if entry.get("name") == model and entry.get("alias") == alias:
             version = entry.get("version")
-            return Sighting(None if version is None else str(version), bool(entry.get("ready")))
+            return Sighting(
+                None if version is None else str(version),
+                bool(entry.get("ready")),
+                replica=str(entry.get("replica") or ""),
+            )
     names = sorted(f"{m.get('name')}@{m.get('alias')}" for m in hosted)
     raise ConfigError(f"serving at {url} hosts {names}, not {model}@{alias}")
 
 
 @dataclass(frozen=True)
 class Waited:
-    """How a wait ended: the version served, how many answers agreed and how long it took."""
+    """How a wait ended: the version served, how many answers agreed, how many replicas
+    answered, and how long it took."""
 
     version: str
     agreed: int
+    replicas: int
     seconds: float
 
 
@@ -144,29 +151,37 @@ def wait_until_served(
     on_sighting: Callable[[str, Sighting], None] | None = None,
 ) -> Waited:
     """Poll until `agree` answers in a row serve the version `wanted()` names (asked each time:
-    a promotion during the wait moves the target), ready.
+    a promotion during the wait moves the target), ready, and every replica that answered
+    during the wait last answered so (a replica seen on an older version must be seen again).
 
     Raises:
-        WorkloadStuck: the deadline passed first; the message says what serving last answered.
+        WorkloadStuck: the deadline passed first; the message says what serving last answered
+            and which replicas lag.
     """
     start = clock()
     streak, counted = 0, None  # answers in a row serving `counted`
+    seen: dict[str, str | None] = {}  # replica -> the version it last served, ready
     while True:
         target = wanted()
         last = sight()
         if on_sighting is not None:
             on_sighting(target, last)
+        if last.replica:
+            seen[last.replica] = last.version if last.ready else None
         if last.ready and last.version == target:
             streak = streak + 1 if counted == target else 1
             counted = target
         else:
             streak = 0
-        if streak >= agree:
-            return Waited(target, streak, round(clock() - start, 3))
+        lagging = sorted(r for r, version in seen.items() if version != target)
+        if streak >= agree and not lagging:
+            return Waited(target, streak, len(seen), round(clock() - start, 3))
         if clock() - start + interval_s > timeout_s:
             said = last.error or f"version {last.version}, ready={last.ready}"
+            behind = f"; replicas not on v{target}: {', '.join(lagging)}" if lagging else ""
             raise WorkloadStuck(
-                f"serving did not serve v{target} within {timeout_s:g}s; it last answered: {said}"
+                f"serving did not serve v{target} within {timeout_s:g}s; it last answered: "
+                f"{said}{behind}"
             )
         sleep(interval_s)
 
@@ -220,4 +235,7 @@ def wait_command(
     if as_json:
         out.print_json(json.dumps(result))
     else:
-        out.print(f"{url} serves {model}@{alias} v{waited.version} ({waited.seconds:.1f}s)")
+        out.print(
+            f"{url} serves {model}@{alias} v{waited.version} on every replica that answered "
+            f"({waited.replicas}; {waited.seconds:.1f}s)"
+        )

@@ -110,6 +110,8 @@ secret lakeserve-serving mlflow-serving \
     "MLFLOW_TRACKING_USERNAME=serving" "MLFLOW_TRACKING_PASSWORD=$SERVING_PASSWORD"
 secret lakeserve-serving lakeserve-api-keys "LAKESERVE_API_KEYS=$API_KEY"
 secret lakeserve-serving lakeserve-chat-key "LAKESERVE_API_KEY=$CHAT_KEY"
+# Airflow's loop asks serving which version it serves (`lakeserve models wait`) with a client key.
+secret lakeserve-jobs lakeserve-loop-key "LAKESERVE_API_KEY=${API_KEY%%,*}"
 
 step "applying k8s/overlays/dev"
 # The set-up Jobs run again on every deploy (they are idempotent; a Job's template is

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,19 @@ class HostedModel(BaseModel):
     version: str | None = Field(description="Version served now; null until loaded.")
     ready: bool
     last_error: str | None = Field(description="Last failure to check or load the alias.")
+    replica: str = Field(
+        default="",
+        description="The replica that answered (each follows the alias on its own): Ray "
+        "Serve's replica id, or host:pid outside Serve.",
+    )
+
+
+def replica_name() -> str:
+    """This process's replica id in Ray Serve, or host:pid outside a replica."""
+    try:
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # RayServeException outside a replica; any other failure: same answer
+        return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ModelSlot:
@@ -59,14 +74,15 @@ class ModelSlot:
         """Return True once a version is loaded."""
         return self.current is not None
 
-    def describe(self) -> HostedModel:
-        """Say what this slot follows and serves."""
+    def describe(self, replica: str = "") -> HostedModel:
+        """Say what this slot follows and serves (in `replica`)."""
         return HostedModel(
             name=self.spec.name,
             alias=self.spec.alias,
             version=self.current.version if self.current else None,
             ready=self.ready,
             last_error=self.last_error,
+            replica=replica,
         )
 
     async def predict(self, model: LoadedModel, rows: Rows) -> Prediction:
@@ -169,6 +185,7 @@ class ModelHost:
         self.slots = {
             spec.name: ModelSlot(spec, options, metrics, batching) for spec in options.models
         }
+        self.replica = replica_name()
         self._poller: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
 

@@ -48,6 +48,32 @@ def test_wait_needs_answers_in_a_row_for_the_current_target() -> None:
     assert (waited.version, waited.agreed, waited.seconds) == ("2", 3, 6.0)
 
 
+def test_wait_needs_every_replica_it_saw_lagging_to_catch_up() -> None:
+    # Replica b answers v1 once; three v2 answers from a alone are not enough until b is
+    # seen on v2.
+    answers = iter(
+        [Sighting("1", True, replica="b"), Sighting("2", True, replica="a"),
+         Sighting("2", True, replica="a"), Sighting("2", True, replica="a"),
+         Sighting("2", True, replica="a"), Sighting("2", True, replica="b")]
+    )  # fmt: skip
+    clock = Clock()
+    waited = wait_until_served(
+        lambda: "2", lambda: next(answers), agree=3, timeout_s=60, interval_s=1,
+        clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+    assert (waited.agreed, waited.replicas, waited.seconds) == (5, 2, 5.0)
+
+
+def test_wait_names_the_replicas_that_lag_when_it_gives_up() -> None:
+    answers = iter([Sighting("1", True, replica="b"), *[Sighting("2", True, replica="a")] * 20])
+    clock = Clock()
+    with pytest.raises(WorkloadStuck, match=r"replicas not on v2: b$"):
+        wait_until_served(
+            lambda: "2", lambda: next(answers), agree=2, timeout_s=8, interval_s=1,
+            clock=clock, sleep=clock.sleep,
+        )  # fmt: skip
+
+
 def test_wait_follows_a_promotion_made_while_waiting() -> None:
     targets = iter(["2", "2", "3", "3", "3", "3"])
     clock = Clock()
@@ -102,9 +128,9 @@ def test_sighting_reads_the_model_following_the_alias(
     url, handler = serving
     handler.reply = (200, [
         {"name": "fare", "alias": "challenger", "version": "9", "ready": True},
-        {"name": "fare", "alias": "champion", "version": 4, "ready": True},
+        {"name": "fare", "alias": "champion", "version": 4, "ready": True, "replica": "r1"},
     ])  # fmt: skip
-    assert serving_sighting(url, "fare", "champion", None, 5) == Sighting("4", True)
+    assert serving_sighting(url, "fare", "champion", None, 5) == Sighting("4", True, replica="r1")
     handler.reply = (503, {"error": "starting"})
     seen = serving_sighting(url, "fare", "champion", None, 5)
     assert (seen.version, seen.ready) == (None, False)
@@ -145,7 +171,7 @@ def test_gate_passes_only_for_the_run_whose_candidate_holds_the_alias(
 
     passed = invoke(capsys, "models", "gate", "--run-name", "first", "--json")
     assert passed.code == 0, passed.err
-    assert json.loads(passed.out) | {"version": "1"} == {
+    assert json.loads(passed.out) == {
         "model": "fare-regressor", "alias": "champion", "version": "1", "holder_run": "first",
         "run_name": "first", "promoted": True,
     }  # fmt: skip

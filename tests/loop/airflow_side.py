@@ -66,7 +66,8 @@ def pods() -> list[dict[str, Any]]:
         ti = SimpleNamespace(dag_id=dag.dag_id, task_id=task.task_id, map_index=-1, try_number=1)
         pod = task.build_pod_request_obj({**context, "ti": ti, "dag": dag})
         manifest = ApiClient().sanitize_for_serialization(pod)
-        rendered.append({"task_id": task.task_id, "pod": manifest})
+        skip = sorted(task.skip_on_exit_code or [])
+        rendered.append({"task_id": task.task_id, "pod": manifest, "skip_on_exit_code": skip})
     return rendered
 
 

@@ -13,5 +13,6 @@ router = APIRouter(tags=["models"], dependencies=[Authorized], responses=ERROR_R
 
 @router.get("/models", response_model=list[HostedModel])
 async def list_models(host: HostDep) -> list[HostedModel]:
-    """List hosted models, the alias each follows and the version it serves."""
-    return [slot.describe() for slot in host.slots.values()]
+    """List hosted models, the alias each follows and the version it serves in the replica
+    that answers."""
+    return [slot.describe(host.replica) for slot in host.slots.values()]
