@@ -85,7 +85,8 @@ $(AIRFLOW_STAMP): constraints-airflow.txt
 	rm -f $(AIRFLOW_VENV)/.installed-* && touch $@
 
 # The serving benchmark's peers (bench/serving.py): MLServer + mlserver-mlflow in a venv of
-# their own (bench/constraints-mlserver.txt), and wrk to load them.
+# their own (bench/constraints-mlserver.txt; uvloop 0.21: with 0.22+ MLServer 1.7.1's inference
+# workers die at start, "no current event loop"), and wrk to load them.
 MLSERVER_VENV := .venv-mlserver
 bench-peers: $(STAMP)
 	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)

@@ -50,12 +50,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
-            deadline = loop.time() + WAIT_S
-            while len(batch) < MAX_BATCH and (left := deadline - loop.time()) > 0:
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
-                    break
+            # Wait once, then take what arrived (wait_for around Queue.get can drop an item
+            # when it times out on Python 3.11).
+            await asyncio.sleep(WAIT_S)
+            while len(batch) < MAX_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
             frame = pd.DataFrame([row for _, rows, _ in batch for row in rows], columns=batch[0][0])
             try:
                 predictions = await loop.run_in_executor(self.pool, self.model.predict, frame)

@@ -289,7 +289,10 @@ def ceiling_peer(home: Path, env: dict[str, str], mode: str) -> Peer:
     return Peer(
         [str(BIN / "uvicorn"), "bench.ceiling:app", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "2" if mode == "model" else "1", "--no-access-log", "--log-level", "warning"],
-        {**env, "BENCH_CEILING": mode, "BENCH_MODEL_PATH": path, "PYTHONPATH": str(ROOT)},
+        # One OpenMP thread per worker, as MLServer gets: two workers spinning two threads each
+        # on two cores collapse under load.
+        {**env, "BENCH_CEILING": mode, "BENCH_MODEL_PATH": path, "PYTHONPATH": str(ROOT),
+         "OMP_NUM_THREADS": "1"},
         f"{base}/health", f"{base}/invocations", None, marker=path,
     )  # fmt: skip
 
