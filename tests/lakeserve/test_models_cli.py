@@ -15,7 +15,7 @@ from kernel.errors import ConfigError, WorkloadStuck
 from lakehouse.seed import seed_trips
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
-from lakeserve.models_cli import Sighting, serving_sighting, wait_until_served
+from lakeserve.models_cli import Sighting, Waited, serving_sighting, wait_until_served
 from tests.utils.cli import invoke
 
 CONFIGS = Path(__file__).parents[2] / "training" / "configs"
@@ -34,15 +34,22 @@ class Clock:
         self.now += seconds
 
 
+def replay(
+    answers: list[Sighting], target: str = "2", agree: int = 3, timeout_s: float = 60
+) -> Waited:
+    """Wait for `target` while serving gives `answers`, one per second of a fake clock."""
+    answered = iter(answers)
+    clock = Clock()
+    return wait_until_served(
+        lambda: target, lambda: next(answered), agree=agree, timeout_s=timeout_s, interval_s=1,
+        clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+
+
 def test_wait_needs_answers_in_a_row_for_the_current_target() -> None:
-    answers = iter(
+    waited = replay(
         [Sighting("1", True), Sighting("2", False), Sighting("2", True), Sighting("1", True),
          Sighting("2", True), Sighting("2", True), Sighting("2", True)]
-    )  # fmt: skip
-    clock = Clock()
-    waited = wait_until_served(
-        lambda: "2", lambda: next(answers), agree=3, timeout_s=60, interval_s=1,
-        clock=clock, sleep=clock.sleep,
     )  # fmt: skip
     # A replica still on v1 (answer 4) breaks the streak: only answers 5-7 count.
     assert (waited.version, waited.agreed, waited.seconds) == ("2", 3, 6.0)
@@ -51,27 +58,18 @@ def test_wait_needs_answers_in_a_row_for_the_current_target() -> None:
 def test_wait_needs_every_replica_it_saw_lagging_to_catch_up() -> None:
     # Replica b answers v1 once; three v2 answers from a alone are not enough until b is
     # seen on v2.
-    answers = iter(
+    waited = replay(
         [Sighting("1", True, replica="b"), Sighting("2", True, replica="a"),
          Sighting("2", True, replica="a"), Sighting("2", True, replica="a"),
          Sighting("2", True, replica="a"), Sighting("2", True, replica="b")]
-    )  # fmt: skip
-    clock = Clock()
-    waited = wait_until_served(
-        lambda: "2", lambda: next(answers), agree=3, timeout_s=60, interval_s=1,
-        clock=clock, sleep=clock.sleep,
     )  # fmt: skip
     assert (waited.agreed, waited.replicas, waited.seconds) == (5, 2, 5.0)
 
 
 def test_wait_names_the_replicas_that_lag_when_it_gives_up() -> None:
-    answers = iter([Sighting("1", True, replica="b"), *[Sighting("2", True, replica="a")] * 20])
-    clock = Clock()
+    answers = [Sighting("1", True, replica="b"), *[Sighting("2", True, replica="a")] * 20]
     with pytest.raises(WorkloadStuck, match=r"replicas not on v2: b$"):
-        wait_until_served(
-            lambda: "2", lambda: next(answers), agree=2, timeout_s=8, interval_s=1,
-            clock=clock, sleep=clock.sleep,
-        )  # fmt: skip
+        replay(answers, agree=2, timeout_s=8)
 
 
 def test_wait_follows_a_promotion_made_while_waiting() -> None:
