@@ -5,6 +5,10 @@ Each is an `Annotated` alias, so a route states what it needs in its signature:
     async def predict(name: str, host: HostDep, body: BodyDep) -> Response: ...
 
 `create_app` puts the objects on `app.state`; nothing here holds state of its own.
+
+Every dependency is `async def`, even those that never await: FastAPI runs a plain `def`
+dependency in a worker thread, three thread hops per inference request (~15% of a replica's
+CPU under load, bench/serving.py).
 """
 
 from __future__ import annotations
@@ -24,31 +28,31 @@ from rag.feedback import FeedbackStore
 from serving.host import ModelHost
 
 
-def get_host(request: Request) -> ModelHost:
+async def get_host(request: Request) -> ModelHost:
     """Return the model host of this app."""
     host: ModelHost = request.app.state.host
     return host
 
 
-def get_rag(request: Request) -> RagApi:
+async def get_rag(request: Request) -> RagApi:
     """Return the RAG API this app calls (the routes exist only when there is one)."""
     rag: RagApi = request.app.state.rag
     return rag
 
 
-def get_feedback(request: Request) -> FeedbackStore:
+async def get_feedback(request: Request) -> FeedbackStore:
     """Return the feedback store (POST /rag/feedback exists only when there is one)."""
     store: FeedbackStore = request.app.state.feedback
     return store
 
 
-def get_rag_budget(request: Request) -> Budget:
+async def get_rag_budget(request: Request) -> Budget:
     """Return the RAG concurrency budget of this ingress replica."""
     budget: Budget = request.app.state.rag_budget
     return budget
 
 
-def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     """Let the request through when auth is off or it carries a configured bearer key."""
     keys: list[bytes] = request.app.state.api_keys
     if not keys:
@@ -92,9 +96,10 @@ class LimitedBody:
         return self.request.headers.get(name)
 
 
-def limited_body(request: Request) -> LimitedBody:
+async def limited_body(request: Request) -> LimitedBody:
     """Return the body reader with the host's limit (read lazily, inside the route's metrics)."""
-    return LimitedBody(request, get_host(request).options.max_body_bytes)
+    host: ModelHost = request.app.state.host
+    return LimitedBody(request, host.options.max_body_bytes)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -109,7 +114,7 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """
 
     async def parse(request: Request) -> M:
-        raw = await limited_body(request).read()
+        raw = await (await limited_body(request)).read()
         try:
             return model.model_validate_json(raw)
         except ValidationError as exc:
