@@ -52,7 +52,9 @@ async def get_rag_budget(request: Request) -> Budget:
     return budget
 
 
-async def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def authorize(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """Let the request through when auth is off or it carries a configured bearer key."""
     keys: list[bytes] = request.app.state.api_keys
     if not keys:
