@@ -165,6 +165,7 @@ class KeywordIndex:
         import bm25s
 
         self.chunks = list(chunks)
+        self.by_id = {c.id: c for c in self.chunks}
         self.stem = stem
         # The first chunk of each document: its title and summary, for quoted answers.
         firsts = (c for c in self.chunks if not c.metadata.get(CHUNK_INDEX))
@@ -274,7 +275,7 @@ class HybridRetriever:
         if not self._keyword.chunks:  # nothing ingested (the keyword index mirrors the collection)
             return []
         embedding = self.embeddings.embed_query(query)
-        return self.index.query(embedding, n, chroma_where(filters))
+        return self.index.query(embedding, n, chroma_where(filters), known=self._keyword.by_id)
 
     def keyword(self, query: str, n: int, filters: Filters) -> list[tuple[StoredChunk, float]]:
         """Return the `n` best chunks by BM25."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kernel.errors import DataError, InvalidInput
 from rag.evaluate import load_qa, ndcg_at, recall_at, reciprocal_rank, score
 from rag.retrieval import KeywordIndex, check_filters, chroma_where, rrf, tokenize
-from rag.store import StoredChunk
+from rag.store import DOC_ID, StoredChunk
 
 
 def test_tokenize_lowercases_drops_stopwords_and_splits_snake_case() -> None:
@@ -125,3 +126,32 @@ def test_committed_qa_set_is_large_and_varied() -> None:
     assert len({q.question for q in questions}) == len(questions)
     modules = {doc.split(".")[0] for q in questions for doc in q.relevant}
     assert len(modules) >= 30
+
+
+def test_vector_query_from_memory_matches_chroma_and_reads_what_memory_lacks(
+    tmp_path: Path,
+) -> None:
+    """The id-only query (text and metadata from the keyword index's chunks) answers exactly
+    what the full query does; chunks written after the memory copy was taken are read."""
+    from rag.settings import RagSettings
+    from rag.store import Index
+
+    index = Index.open(RagSettings(home=tmp_path, rag_collection="query"), create=True)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"c{i}" for i in range(40)]
+    index.upsert(
+        ids, vectors.tolist(), [f"text {i}" for i in ids],
+        [{DOC_ID: f"d{i // 2}", "module": "m"} for i in range(40)],
+    )  # fmt: skip
+    query = vectors[3] + 0.1 * vectors[7]
+    full = index.query(query.tolist(), 10, None)
+    memory = {c.id: c for c in index.chunks() if c.id not in {full[0][0].id, full[4][0].id}}
+    assert len(memory) == 38
+    fast = index.query(query.tolist(), 10, None, known=memory)
+    assert [(c.id, c.text, c.metadata) for c, _ in fast] == [
+        (c.id, c.text, c.metadata) for c, _ in full
+    ]
+    assert [s for _, s in fast] == pytest.approx([s for _, s in full])
+    assert full[0][0].id == "c3"
