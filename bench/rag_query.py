@@ -6,7 +6,8 @@ the real chunks; larger sizes add copies of them with small Gaussian noise on th
 (renormalised) and their own ids, documents and doc ids, so the HNSW index and BM25 really hold
 that many entries. Each of the 115 questions of rag/qa/stdlib.jsonl is timed per mode after a
 warm-up pass. Peer: `langchain_chroma.Chroma(...).similarity_search(q, k=5)` on the same
-collection with the same embedding model.
+collection with the same embedding model. Also prints the memory the keyword index holds per
+size (chunks and BM25 arrays, by tracemalloc) and its linear projection to 1M chunks.
 
     LAKESERVE_HOME=.lakeserve .venv/bin/python bench/rag_query.py [--sizes 1000,10000,100000]
 """
@@ -25,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag.embeddings import LocalEmbeddings
-from rag.retrieval import HybridRetriever, Tuning
+from rag.retrieval import HybridRetriever, KeywordIndex, Tuning
 from rag.settings import RagSettings
 from rag.store import DOC_ID, Index
 
@@ -83,10 +84,30 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
 
+def keyword_memory(index: Index) -> int:
+    """Bytes a replica's keyword index holds: the chunks read from Chroma and the BM25 arrays
+    (traced by tracemalloc in a separate pass, so that tracing does not slow the timed build)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = KeywordIndex(list(index.chunks()), stem=Tuning().stem)
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del held
+    return size
+
+
 def measure(
     client: Any, embeddings: LocalEmbeddings, questions: list[str], repeat: int
-) -> tuple[dict[str, tuple[float, float]], float]:
-    """Time every contender on every question; return p50/p99 per contender and BM25 build s."""
+) -> tuple[dict[str, tuple[float, float]], float, int]:
+    """Time every contender on every question; return p50/p99 per contender, the BM25 build's
+    seconds and the keyword index's bytes."""
     from langchain_chroma import Chroma
 
     collection = client.get_collection("bench", embedding_function=None)
@@ -94,6 +115,7 @@ def measure(
     started = time.perf_counter()
     retriever.refresh()
     build_s = time.perf_counter() - started
+    memory = keyword_memory(Index(client, collection))
     peer = Chroma(client=client, collection_name="bench", embedding_function=embeddings)
     contenders = {
         "langchain Chroma.similarity_search": lambda q: peer.similarity_search(q, k=5),
@@ -112,7 +134,7 @@ def measure(
                 run(question)
                 samples.append(time.perf_counter() - started)
         results[name] = percentiles(samples)
-    return results, build_s
+    return results, build_s, memory
 
 
 def main() -> None:
@@ -127,26 +149,46 @@ def main() -> None:
     embeddings = LocalEmbeddings(settings.embedding_model)
     rng = np.random.default_rng(0)
     table = Table(title=f"Retrieval latency, {len(questions)} questions x {args.repeat}, k=5 (ms)")
-    for column in ("chunks", "contender", "p50 ms", "p99 ms", "p50 vs peer", "BM25 build s"):
+    columns = (
+        "chunks",
+        "contender",
+        "p50 ms",
+        "p99 ms",
+        "p50 / p99 vs peer",
+        "BM25 build s",
+        "BM25 MB",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "contender" else "right")
+    memory: dict[int, int] = {}
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix="lakeserve-rag-query-") as tmp:
             started = time.perf_counter()
             client = build(Path(tmp), size, source, rng)
             console.print(f"{size:,} chunks written in {time.perf_counter() - started:.1f}s")
-            results, build_s = measure(client, embeddings, questions, args.repeat)
-            peer_p50 = results["langchain Chroma.similarity_search"][0]
+            results, build_s, memory[size] = measure(client, embeddings, questions, args.repeat)
+            peer_p50, peer_p99 = results["langchain Chroma.similarity_search"]
             for name, (p50, p99) in results.items():
+                hybrid = name == "lakeserve hybrid"
                 table.add_row(
                     f"{size:,}",
                     name,
                     f"{p50:.1f}",
                     f"{p99:.1f}",
-                    f"{p50 / peer_p50:.2f}x",
-                    f"{build_s:.1f}" if name == "lakeserve hybrid" else "",
+                    f"{p50 / peer_p50:.2f}x / {p99 / peer_p99:.2f}x",
+                    f"{build_s:.1f}" if hybrid else "",
+                    f"{memory[size] / 2**20:.0f}" if hybrid else "",
                 )
             del client
     Console().print(table)
+    if len(memory) >= 2:  # least squares: bytes = fixed + per chunk x chunks
+        sizes = np.array(list(memory), dtype=float)
+        per_chunk, fixed = np.polyfit(sizes, np.array(list(memory.values()), dtype=float), 1)
+        Console().print(
+            f"BM25 keyword index: {per_chunk / 1024:.2f} KB per chunk (+{fixed / 2**20:.0f} MB); "
+            f"projected at 1,000,000 chunks: {(fixed + per_chunk * 1e6) / 2**30:.2f} GB per "
+            f"RAG replica (linear fit over {', '.join(f'{int(n):,}' for n in sizes)} chunks)"
+        )
 
 
 if __name__ == "__main__":
