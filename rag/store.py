@@ -297,12 +297,7 @@ class Index:
             )  # fmt: skip
             ids, distances = result["ids"][0], result["distances"][0]
             if known is None:
-                found = {
-                    chunk_id: StoredChunk(chunk_id, text or "", dict(meta))
-                    for chunk_id, text, meta in zip(
-                        ids, result["documents"][0], result["metadatas"][0], strict=True
-                    )
-                }
+                found = _stored(ids, result["documents"][0], result["metadatas"][0])
             else:
                 found = {i: known[i] for i in ids if i in known}
                 missing = [i for i in ids if i not in found]
@@ -321,9 +316,14 @@ class Index:
     def _read(self, ids: Sequence[str]) -> dict[str, StoredChunk]:
         """Read chunks by id with their text and metadata."""
         got = self.collection.get(ids=list(ids), include=["metadatas", "documents"])
-        return {
-            chunk_id: StoredChunk(chunk_id, text or "", dict(meta))
-            for chunk_id, text, meta in zip(
-                got["ids"], got["documents"], got["metadatas"], strict=True
-            )
-        }
+        return _stored(got["ids"], got["documents"], got["metadatas"])
+
+
+def _stored(
+    ids: Sequence[str], texts: Sequence[Any], metas: Sequence[Any]
+) -> dict[str, StoredChunk]:
+    """Chunks by id from Chroma's parallel lists of ids, documents and metadatas."""
+    return {
+        chunk_id: StoredChunk(chunk_id, text or "", dict(meta))
+        for chunk_id, text, meta in zip(ids, texts, metas, strict=True)
+    }

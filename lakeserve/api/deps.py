@@ -100,7 +100,7 @@ class LimitedBody:
 
 async def limited_body(request: Request) -> LimitedBody:
     """Return the body reader with the host's limit (read lazily, inside the route's metrics)."""
-    host: ModelHost = request.app.state.host
+    host = await get_host(request)
     return LimitedBody(request, host.options.max_body_bytes)
 
 
