@@ -8,8 +8,9 @@ Jensen-Shannon distance for categories; both are effect sizes, so a large window
 traffic does not alarm the way p-values would), and it renders the HTML report we log to MLflow.
 A distance measured on a small window is noisy, so each column's threshold is the larger of the
 one given and what unchanged traffic scores at the window's size: NULL_MARGIN times the largest
-distance of NULL_DRAWS samples of that many rows drawn from the reference itself (computed with
-scipy, the same distances; at 1,000 rows of the trip feed this stays at 0.1).
+distance between two disjoint parts of the reference, one of that many rows, over NULL_DRAWS
+random splits (computed with scipy, the same distances; at 1,000 rows of the trip feed this
+stays at 0.1).
 evidently 0.7 imports one pandas helper that pandas 3 removed, in a legacy module the report
 never calls into; `_evidently()` supplies it before the import (tests/training/test_drift.py
 checks the distances against scipy, so an upgrade that changes them fails there).
@@ -92,23 +93,35 @@ def null_thresholds(
     draws: int = NULL_DRAWS,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Per column, the larger of `threshold` and NULL_MARGIN x the largest distance between the
-    reference and `draws` samples of `rows` of its own rows: no drift, only sampling."""
+    """Per column, the larger of `threshold` and NULL_MARGIN x the largest distance between two
+    disjoint parts of the reference, `rows` rows (at most half) and the rest, over `draws` random
+    splits: no drift, only sampling.
+
+    Two disjoint parts, not a sample against the whole: the window is new traffic compared with
+    a reference that is itself a finite sample, and both sides' noise counts. A sample drawn from
+    the reference it is compared with shares its rows and scores low: on a small reference (one
+    weekday of a short training set) unchanged traffic crossed that threshold.
+    """
+    if len(reference) < 2:
+        return {c: threshold for c in [*numeric, *categorical, PREDICTION]}
     rng = np.random.default_rng(seed)
-    picks = [rng.integers(0, len(reference), rows) for _ in range(draws)]
+    size = max(1, min(rows, len(reference) // 2))
+    splits = [rng.permutation(len(reference)) for _ in range(draws)]
+    picks = [(order[:size], order[size:]) for order in splits]
     out = {}
     for name in [*numeric, PREDICTION]:
         values = reference[name].to_numpy(float)
         spread = max(float(np.std(values)), 0.001)  # evidently's floor for a constant column
-        worst = max(wasserstein_distance(values, values[p]) for p in picks) / spread
+        worst = max(wasserstein_distance(values[a], values[b]) for a, b in picks) / spread
         out[name] = max(threshold, NULL_MARGIN * worst)
     for name in categorical:
         codes = np.unique(reference[name].astype(str).to_numpy(), return_inverse=True)[1]
-        share = np.bincount(codes) / len(codes)
+        width = int(codes.max()) + 1 if len(codes) else 1
         worst = max(
-            float(jensenshannon(share, np.bincount(codes[p], minlength=len(share)) / rows))
-            for p in picks
-        )
+            float(jensenshannon(np.bincount(codes[a], minlength=width) / len(a),
+                                np.bincount(codes[b], minlength=width) / len(b)))
+            for a, b in picks
+        )  # fmt: skip
         out[name] = max(threshold, NULL_MARGIN * worst)
     return out
 

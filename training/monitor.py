@@ -142,10 +142,11 @@ def reference(lake: Lakehouse, champ: Champion, rows: int) -> tuple[pd.DataFrame
         champ.data.split_salt,
         champ.data.max_train_rows,
     )
-    if len(train) > rows:  # in id order first: the same sample whatever order files are read
-        train = train.sort_values(champ.data.id_column).sample(
-            rows, random_state=champ.data.version or 0
-        )
+    # In id order first: the same rows in the same order whatever order the files are read in
+    # (the calendar match and the null thresholds draw by position).
+    train = train.sort_values(champ.data.id_column, kind="stable")
+    if len(train) > rows:
+        train = train.sample(rows, random_state=champ.data.version or 0)
     numeric = [
         n for n in dataset.numeric if train[n].dtype.kind in "iuf" and not _few_integers(train[n])
     ]
@@ -167,16 +168,18 @@ def match_calendar(
         return ref
     shares = current.groupby(present, dropna=False).size() / len(current)
     groups = ref.groupby(present, dropna=False).indices
-    rng = np.random.default_rng(seed)
-    picked = []
-    for key, share in shares.items():
-        rows = groups.get(key)
-        if rows is None:
-            continue
-        want = max(1, round(share * len(ref)))
-        picked.append(rng.choice(rows, size=want, replace=want > len(rows)))
-    if not picked:
+    known = {key: share for key, share in shares.items() if key in groups}
+    if not known:
         return ref
+    # Without replacement: as many rows as the scarcest combination allows at its share. A row
+    # drawn twice would make the reference look larger (and its noise smaller) than it is.
+    size = min(len(ref), min(len(groups[key]) / share for key, share in known.items()))
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(groups[key], size=min(len(groups[key]), max(1, round(share * size))),
+                   replace=False)
+        for key, share in known.items()
+    ]  # fmt: skip
     return ref.iloc[np.concatenate(picked)].reset_index(drop=True)
 
 

@@ -84,3 +84,21 @@ def test_a_small_reference_is_still_measured_with_distances() -> None:
     }
     assert not any(c.drifted for c in quiet.columns)
     assert loud.column("trip_distance").drifted and loud.column("pickup_borough").drifted
+
+
+def test_fresh_traffic_against_a_small_reference_stays_under_the_null_threshold() -> None:
+    # One weekday of a short training set: 600 reference rows, windows of 400 new rows of the
+    # same traffic. A null drawn from the reference itself shares its rows and scores low; the
+    # null of two disjoint parts counts the reference's own noise too.
+    from training.drift import null_thresholds
+
+    false_alarms = 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        ref = pd.DataFrame({"hour": rng.integers(0, 24, 600).astype(float),
+                            PREDICTION: rng.normal(size=600)})  # fmt: skip
+        window = rng.integers(0, 24, 400).astype(float)
+        limit = null_thresholds(ref, 400, ["hour"], [], 0.0, seed=seed)["hour"]
+        score = wasserstein_distance(ref["hour"], window) / np.std(ref["hour"])
+        false_alarms += score >= limit
+    assert false_alarms <= 2, f"{false_alarms} of 40 unchanged windows crossed the threshold"

@@ -59,6 +59,8 @@ def test_the_reference_takes_the_windows_weekday_mix() -> None:
     matched = monitor.match_calendar(ref, window, ["dow"], seed=1)
     shares = matched["dow"].value_counts(normalize=True)
     assert set(shares.index) == {4, 5} and abs(shares[4] - 75 / 103 / (100 / 103)) < 0.01
+    # No row twice: a repeated row makes the reference look larger, and its noise smaller.
+    assert matched["x"].is_unique and len(matched) == 133
     assert matched.equals(monitor.match_calendar(ref, window, ["dow"], seed=1))  # seeded
     assert monitor.match_calendar(ref, window, [], seed=1) is ref
 
