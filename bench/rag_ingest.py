@@ -1,12 +1,15 @@
 """Ingest gold.docs with Lakeserve and with a naive LangChain loop; same documents, same chunks.
 
 Prints chunks/s end to end (read the table, chunk, embed, write to a fresh embedded Chroma) for
-`lakeserve rag ingest` on each executor, for a second Lakeserve run over the unchanged table
-(the incremental no-op), and for the baseline: `langchain_chroma.Chroma.from_documents` over
-LangChain Documents built from the same rows with the same chunker and the same local model.
-LAKESERVE_* variables are ignored so that every run uses the default settings.
+`lakeserve rag ingest` on each executor and embedding backend (torch, onnx, onnx-int8), for a
+second Lakeserve run over the unchanged table (the incremental no-op), and for the baseline:
+`langchain_chroma.Chroma.from_documents` over LangChain Documents built from the same rows with
+the same chunker and the same local model (sentence-transformers on torch). Each Lakeserve index
+is then asked the QA sets (rag/qa: stdlib.jsonl and tasks-test.jsonl), its recall@5 printed
+beside the torch index's. LAKESERVE_* variables are ignored: every run uses the defaults.
 
-    .venv/bin/python bench/rag_ingest.py [--home DIR] [--limit 300] [--executors ray,local]
+    .venv/bin/python bench/rag_ingest.py [--home DIR] [--limit 300] \
+        [--runs local:torch,local:onnx,local:onnx-int8,ray:onnx]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Result:
     chunks: int
     seconds: float
     note: str = ""
+    recall: dict[str, float] | None = None
 
     @property
     def rate(self) -> float:
@@ -88,11 +92,33 @@ def progress(name: str, total: int) -> Any:
     return advance
 
 
-def run_lakeserve(lake: Lakehouse, chroma: Path, executor: str, total: int, ray_tmp: Path) -> Any:
-    settings = RagSettings(home=chroma.parent, chroma_path=chroma, rag_collection=COLLECTION)
-    return ingest(lake, DOCS, settings, ColumnMapping(), executor=executor,
+QA_SETS = ("stdlib.jsonl", "tasks-test.jsonl")
+
+
+def bench_settings(chroma: Path, backend: str) -> RagSettings:
+    return RagSettings(home=chroma.parent, chroma_path=chroma, rag_collection=COLLECTION,
+                       embedding_backend=backend, embedding_cache=chroma.parent / "models")  # fmt: skip
+
+
+def run_lakeserve(
+    lake: Lakehouse, chroma: Path, executor: str, backend: str, total: int, ray_tmp: Path
+) -> Any:
+    return ingest(lake, DOCS, bench_settings(chroma, backend), ColumnMapping(), executor=executor,
                   ray_settings=RaySettings(ray_address=None, ray_tmpdir=ray_tmp),
-                  on_progress=progress(f"lakeserve {executor}", total))  # fmt: skip
+                  on_progress=progress(f"lakeserve {executor}/{backend}", total))  # fmt: skip
+
+
+def recall(chroma: Path, backend: str) -> dict[str, float]:
+    """Recall@5 of the index, hybrid and vector-only, over the QA sets (documents of the index)."""
+    import rag
+    from rag.evaluate import evaluate, load_qa
+    from rag.service import open_retriever
+
+    retriever = open_retriever(bench_settings(chroma, backend))
+    qa_dir = Path(rag.__file__).parent / "qa"
+    questions = [q for name in QA_SETS for q in load_qa(qa_dir / name)]
+    scores = evaluate(retriever, questions)
+    return {mode: scores[mode]["recall@5"] for mode in ("hybrid", "vector")}
 
 
 def scalar(value: Any) -> str | int | float | bool:
@@ -159,13 +185,17 @@ def main() -> None:
         "--home", type=Path, help="LAKESERVE_HOME with gold.docs (default: seed a temporary one)."
     )
     parser.add_argument("--limit", type=int, help="Ingest only the first N documents.")
-    parser.add_argument("--executors", default="ray,local")
+    parser.add_argument(
+        "--runs",
+        default="local:torch,local:onnx,local:onnx-int8,ray:onnx",
+        help="executor:backend pairs to ingest with.",
+    )
     parser.add_argument("--skip-peer", action="store_true", help="Measure Lakeserve only.")
     args = parser.parse_args()
     for key in [k for k in os.environ if k.startswith("LAKESERVE_")]:
         del os.environ[key]
     configure_logging(LogSettings(level="WARNING"))
-    executors = [e.strip() for e in args.executors.split(",") if e.strip()]
+    runs = [tuple(r.strip().split(":", 1)) for r in args.runs.split(",") if r.strip()]
     work = Path(tempfile.mkdtemp(prefix="lakeserve-rag-ingest-"))
     ray_tmp = Path(f"/tmp/lsb-ray-{os.getpid()}")
     try:
@@ -187,30 +217,28 @@ def main() -> None:
             console.print(f"  langchain: {written:,} chunks in {results[-1].seconds:.1f}s")
 
         noop: Result | None = None
-        for executor in executors:
-            chroma = work / f"chroma-{executor}"
+        for n, (executor, backend) in enumerate(runs):
+            chroma = work / f"chroma-{n}-{executor}-{backend}"
             started = time.perf_counter()
-            summary = run_lakeserve(lake, chroma, executor, total, ray_tmp)
-            results.append(
-                Result(
-                    f"lakeserve ingest ({executor})",
-                    summary.chunks_written,
-                    time.perf_counter() - started,
-                )
-            )
+            summary = run_lakeserve(lake, chroma, executor, backend, total, ray_tmp)
+            name = f"lakeserve ingest ({executor}, {backend})"
+            results.append(Result(name, summary.chunks_written, time.perf_counter() - started))
             console.print(
-                f"  lakeserve {executor}: {summary.chunks_written:,} chunks in {results[-1].seconds:.1f}s"
+                f"  {name}: {summary.chunks_written:,} chunks in {results[-1].seconds:.1f}s"
             )
             if summary.chunks_total != total:
                 console.print(
-                    f"[red]lakeserve {executor} indexed {summary.chunks_total:,} chunks, expected {total:,}"
+                    f"[red]{name} indexed {summary.chunks_total:,} chunks, expected {total:,}"
                 )
+            if not args.limit:  # the QA sets name documents of the whole corpus
+                results[-1].recall = recall(chroma, backend)
+                console.print(f"  {name}: recall@5 {results[-1].recall}")
             if noop is None:
                 started = time.perf_counter()
-                again = run_lakeserve(lake, chroma, executor, total, ray_tmp)
+                again = run_lakeserve(lake, chroma, executor, backend, total, ray_tmp)
                 seconds = time.perf_counter() - started
                 noop = Result(
-                    f"lakeserve re-run, table unchanged ({executor})",
+                    f"lakeserve re-run, table unchanged ({executor}, {backend})",
                     again.chunks_written,
                     seconds,
                     f"{again.unchanged:,} docs unchanged",
@@ -224,7 +252,8 @@ def main() -> None:
         table = Table(
             title=f"Ingest gold.docs: {docs:,} docs -> {total:,} chunks, all-MiniLM-L6-v2 on CPU, {os.cpu_count()} cores"
         )
-        for column in ("contender", "chunks written", "seconds", "chunks/s", "vs baseline"):
+        for column in ("contender", "chunks written", "seconds", "chunks/s", "vs baseline",
+                       "recall@5 hybrid / vector"):  # fmt: skip
             table.add_column(column, justify="left" if column == "contender" else "right")
         for r in results:
             if r is peer:
@@ -236,7 +265,8 @@ def main() -> None:
             else:
                 ratio = f"{r.rate / peer.rate:.2f}x"
             rate = f"{r.rate:.1f}" if r.chunks else f"({total / r.seconds:,.0f} checked)"
-            table.add_row(r.name, f"{r.chunks:,}", f"{r.seconds:.2f}", rate, ratio)
+            quality = f"{r.recall['hybrid']:.3f} / {r.recall['vector']:.3f}" if r.recall else "-"
+            table.add_row(r.name, f"{r.chunks:,}", f"{r.seconds:.2f}", rate, ratio, quality)
         out = Console(width=140)
         out.print(table)
         if noop is not None:

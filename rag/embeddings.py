@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
 from kernel.errors import ConfigError
-from rag.settings import DEFAULT_EMBEDDING
+from rag.settings import DEFAULT_EMBEDDING, RagSettings
+
+if TYPE_CHECKING:
+    from rag.onnx_embeddings import OnnxEmbeddings
 
 
 def model_path(name: str) -> Path:
@@ -67,3 +70,21 @@ class LocalEmbeddings(Embeddings):
                 show_progress_bar=False,
                 convert_to_numpy=True,
             )
+
+
+def open_embeddings(
+    settings: RagSettings, threads: int | None = None, batch_size: int | None = None
+) -> LocalEmbeddings | OnnxEmbeddings:
+    """The embedder the settings name, on the backend they name."""
+    size = batch_size or settings.embedding_batch_size
+    if settings.embedding_backend == "torch":
+        return LocalEmbeddings(settings.embedding_model, size, threads=threads)
+    from rag.onnx_embeddings import OnnxEmbeddings
+
+    return OnnxEmbeddings(
+        model_path(settings.embedding_model),
+        settings.embedding_cache_dir,
+        size,
+        threads=threads,
+        int8=settings.embedding_backend == "onnx-int8",
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -194,7 +197,11 @@ def _write(
             chunk, doc, chunk_fingerprint(doc.content_hash, size, overlap)
         )
     if records:
-        items = [{"id": cid, "text": text} for cid, (text, _) in records.items()]
+        # Longest first: each batch holds chunks of similar length, so little of it is padding.
+        items = sorted(
+            ({"id": cid, "text": text} for cid, (text, _) in records.items()),
+            key=lambda item: -len(item["text"]),
+        )
         embed = _embed_with_ray if summary.executor == "ray" else _embed_in_process
         for ids, vectors in embed(items, settings, ray_settings or RaySettings(), write_batch):
             index.upsert(ids, vectors, [records[i][0] for i in ids], [records[i][1] for i in ids])
@@ -210,24 +217,59 @@ def _write(
 Batches = Iterator[tuple[list[str], np.ndarray]]
 
 
+def embedder_fields(settings: RagSettings) -> dict[str, Any]:
+    """What an embedding actor needs of the settings (no secrets, paths made absolute)."""
+    return {
+        "home": str(settings.home.resolve()),
+        "embedding_model": settings.embedding_model,
+        "embedding_backend": settings.embedding_backend,
+        "embedding_cache": str(settings.embedding_cache_dir),
+        "embedding_batch_size": settings.embedding_batch_size,
+    }
+
+
 def _embed_in_process(
     items: list[dict[str, str]], settings: RagSettings, _: RaySettings, write_batch: int
 ) -> Batches:
-    from rag.embeddings import LocalEmbeddings
+    """Embed in a thread while the caller writes the previous batch to Chroma."""
+    from rag.embeddings import open_embeddings
 
-    model = LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size)
-    for start in range(0, len(items), write_batch):
-        batch = items[start : start + write_batch]
-        yield [b["id"] for b in batch], model.encode([b["text"] for b in batch])
+    model = open_embeddings(settings)
+    ready: queue.Queue[tuple[list[str], np.ndarray] | BaseException | None] = queue.Queue(2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for start in range(0, len(items), write_batch):
+                if stop.is_set():
+                    return
+                batch = items[start : start + write_batch]
+                ready.put(([b["id"] for b in batch], model.encode([b["text"] for b in batch])))
+            ready.put(None)
+        except BaseException as exc:  # handed to the consumer, raised there
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="embed", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                ready.get_nowait()  # unblock a producer waiting to put
 
 
 class EmbedBatch:
     """A Ray Data actor: loads the model once, embeds batches of chunk texts."""
 
-    def __init__(self, model: str, batch_size: int, threads: int) -> None:
-        from rag.embeddings import LocalEmbeddings
+    def __init__(self, settings: dict[str, Any], threads: int) -> None:
+        from rag.embeddings import open_embeddings
 
-        self.model = LocalEmbeddings(model, batch_size, threads=threads)
+        self.model = open_embeddings(RagSettings.model_validate(settings), threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         vectors = self.model.encode([str(t) for t in batch["text"]])
@@ -249,11 +291,7 @@ def _embed_with_ray(
         threads = cpus if not ray_settings.ray_address else 2
         dataset = ray.data.from_items(items).map_batches(
             EmbedBatch,
-            fn_constructor_kwargs={
-                "model": settings.embedding_model,
-                "batch_size": settings.embedding_batch_size,
-                "threads": threads,
-            },
+            fn_constructor_kwargs={"settings": embedder_fields(settings), "threads": threads},
             batch_size=write_batch,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),

@@ -38,14 +38,10 @@ log = structlog.get_logger(__name__)
 
 def open_retriever(settings: RagSettings) -> HybridRetriever:
     """Open the index and load the keyword index (raises ConfigError when not ingested)."""
-    from rag.embeddings import LocalEmbeddings
+    from rag.embeddings import open_embeddings
 
     index = Index.open(settings)
-    retriever = HybridRetriever(
-        index,
-        LocalEmbeddings(settings.embedding_model, settings.embedding_batch_size),
-        settings.tuning(),
-    )
+    retriever = HybridRetriever(index, open_embeddings(settings), settings.tuning())
     retriever.refresh()
     return retriever
 

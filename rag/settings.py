@@ -41,6 +41,16 @@ class RagSettings(Settings):
         description="Embedding model: all-MiniLM-L6-v2 (packaged) or a local directory.",
     )
     embedding_batch_size: int = Field(default=64, ge=1, le=4096)
+    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default="torch",
+        description=(
+            "What runs the embedding model: torch (sentence-transformers), onnx (the same "
+            "vectors through onnxruntime) or onnx-int8 (quantized weights: another index)."
+        ),
+    )
+    embedding_cache: Path | None = Field(
+        default=None, description="Where ONNX exports of the model are kept. Default: <home>/models"
+    )
     chunk_size: int = Field(default=800, ge=100, le=8000, description="Characters per chunk.")
     chunk_overlap: int = Field(default=120, ge=0, description="Characters shared by neighbours.")
     rag_k: int = Field(default=5, ge=1, le=50, description="Sources given to the LLM.")
@@ -122,6 +132,18 @@ class RagSettings(Settings):
         if self.answer_mode == "auto":
             return self.llm_base_url is not None
         return self.answer_mode == "generated"
+
+    @property
+    def embedding_identity(self) -> str:
+        """Name the vectors: a collection holds the vectors of one model (and quantization)."""
+        if self.embedding_backend == "onnx-int8":
+            return f"{self.embedding_model}+onnx-int8"
+        return self.embedding_model  # onnx fp32 gives torch's vectors (cosine > 0.99999)
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        """Return the directory of ONNX exports (absolute)."""
+        return (self.embedding_cache or self.home / "models").resolve()
 
     @property
     def chroma_dir(self) -> Path:

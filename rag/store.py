@@ -119,7 +119,7 @@ class Index:
                 collection = client.get_or_create_collection(
                     name,
                     embedding_function=None,
-                    metadata={"hnsw:space": "cosine", MODEL_KEY: settings.embedding_model},
+                    metadata={"hnsw:space": "cosine", MODEL_KEY: settings.embedding_identity},
                 )
             else:
                 collection = client.get_collection(name, embedding_function=None)
@@ -132,10 +132,10 @@ class Index:
             raise Upstream(f"Chroma at {settings.chroma_target}: {exc}") from exc
         index = cls(client, collection)
         built_with = index.metadata.get(MODEL_KEY)
-        if built_with and built_with != settings.embedding_model:
+        if built_with and built_with != settings.embedding_identity:
             raise ConfigError(
                 f"collection {name!r} was embedded with {built_with}, not "
-                f"{settings.embedding_model}: use another LAKESERVE_RAG_COLLECTION"
+                f"{settings.embedding_identity}: use another LAKESERVE_RAG_COLLECTION"
             )
         return index
 
