@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -214,7 +214,7 @@ def _write(
     index.bump_revision()
 
 
-Batches = Iterator[tuple[list[str], np.ndarray]]
+Batches = Generator[tuple[list[str], np.ndarray], None, None]
 
 
 def embedder_fields(settings: RagSettings) -> dict[str, Any]:
