@@ -294,7 +294,10 @@ def _embed_with_ray(
             fn_constructor_kwargs={"settings": embedder_fields(settings), "threads": threads},
             batch_size=write_batch,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+            # On a cluster the pool starts whole: one actor per node's 2 CPUs, from the start.
+            compute=ray.data.ActorPoolStrategy(
+                min_size=actors if ray_settings.ray_address else 1, max_size=actors
+            ),
             num_cpus=threads if not ray_settings.ray_address else 2,
         )
         for batch in dataset.iter_batches(batch_size=write_batch, batch_format="numpy"):
