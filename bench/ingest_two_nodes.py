@@ -34,6 +34,7 @@ from rich.table import Table
 BIN = Path(sys.executable).parent
 NODES = {"ls-head": "10.231.0.1", "ls-worker": "10.231.0.2"}
 PORT = 6390
+DASHBOARD = 8299  # the state API (where the actors ran) is served by the head's dashboard
 console = Console(stderr=True)
 
 
@@ -78,7 +79,8 @@ def cluster_up(env: dict[str, str], temp: Path) -> None:
     head, worker = NODES["ls-head"], NODES["ls-worker"]
     common = ["--num-cpus", "2", "--disable-usage-stats"]
     in_ns("ls-head", str(BIN / "ray"), "start", "--head", "--node-ip-address", head,
-          "--port", str(PORT), "--include-dashboard", "false", "--temp-dir", str(temp),
+          "--port", str(PORT), "--include-dashboard", "true", "--dashboard-host", head,
+          "--dashboard-port", str(DASHBOARD), "--temp-dir", str(temp),
           *common, env=env)  # fmt: skip
     in_ns("ls-worker", str(BIN / "ray"), "start", "--address", f"{head}:{PORT}",
           "--node-ip-address", worker, *common, env=env)  # fmt: skip
@@ -108,7 +110,9 @@ def nodes_and_actors(env: dict[str, str]) -> tuple[list[str], Counter[str]]:
         "from ray.util.state import list_actors\n"
         f"ray.init(address='{NODES['ls-head']}:{PORT}', log_to_driver=False)\n"
         "nodes = {n['NodeID']: n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']}\n"
-        "actors = [a for a in list_actors(limit=1000, detail=True) if 'EmbedBatch' in a.class_name]\n"
+        f"address = 'http://{NODES['ls-head']}:{DASHBOARD}'\n"
+        "actors = [a for a in list_actors(address=address, limit=1000, detail=True)\n"
+        "          if 'EmbedBatch' in a.class_name]\n"
         "print(json.dumps({'nodes': sorted(nodes.values()),"
         " 'actors': [nodes.get(a.node_id, a.node_id) for a in actors]}))\n"
     )
