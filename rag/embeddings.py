@@ -31,7 +31,23 @@ def model_path(name: str) -> Path:
     return path
 
 
-class LocalEmbeddings(Embeddings):
+class EncoderEmbeddings(Embeddings):
+    """LangChain's interface over `encode`: a float32 array of normalised vectors per call."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed passages."""
+        return self.encode(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed a question."""
+        return list(self.encode([text])[0].tolist())
+
+    def encode(self, texts: list[str]) -> Any:
+        """Return a float32 array of normalised vectors, one row per text."""
+        raise NotImplementedError
+
+
+class LocalEmbeddings(EncoderEmbeddings):
     """A sentence-transformers model loaded from disk, offline; vectors are L2-normalised."""
 
     def __init__(self, name: str, batch_size: int = 64, threads: int | None = None) -> None:
@@ -50,14 +66,6 @@ class LocalEmbeddings(Embeddings):
         )
         self.dimensions = int(self._model.get_embedding_dimension() or 0)
         self._lock = threading.Lock()
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages."""
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed a question."""
-        return list(self.encode([text])[0].tolist())
 
     def encode(self, texts: list[str]) -> Any:
         """Return a float32 array of normalised vectors, one row per text."""

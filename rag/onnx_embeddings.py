@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from langchain_core.embeddings import Embeddings
 
 from kernel.errors import ConfigError
+from rag.embeddings import EncoderEmbeddings
 
 SUPPORTED_MODULES = (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -125,7 +125,7 @@ def _export_fp32(source: Path, out: Path) -> None:
     os.replace(partial, out)
 
 
-class OnnxEmbeddings(Embeddings):
+class OnnxEmbeddings(EncoderEmbeddings):
     """A sentence-transformers model run by onnxruntime; vectors are L2-normalised."""
 
     def __init__(
@@ -154,14 +154,6 @@ class OnnxEmbeddings(Embeddings):
         # onnxruntime runs one call at a time on its threads; a replica's requests take turns.
         self._lock = threading.Lock()
         self.dimensions = int(self.encode(["dimensions"]).shape[1])
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        """Embed passages."""
-        return self.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        """Embed a question."""
-        return list(self.encode([text])[0].tolist())
 
     def encode(self, texts: list[str]) -> Any:
         """Return a float32 array of normalised vectors, one row per text.
