@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from prometheus_client import Gauge
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,10 +21,14 @@ from rich.table import Table
 
 from kernel.console import err, out
 from kernel.errors import ConfigError, GateFailed
+from kernel.jobs import JobMetrics, job_run
 from kernel.settings import RaySettings, TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse, TableRef
 from rag.settings import RagSettings
+
+if TYPE_CHECKING:
+    from rag.ingest import IngestSummary
 
 app = typer.Typer(
     help="Retrieval-augmented generation over lakehouse documents.",
@@ -70,41 +75,43 @@ def ingest_command(
     """
     from rag.ingest import ColumnMapping, ingest
 
-    if executor not in ("ray", "local"):
-        raise ConfigError(f"--executor must be 'ray' or 'local', got {executor!r}")
-    ref = TableRef.parse(table)
-    mapping = ColumnMapping(
-        id=id_column,
-        text=_names(text_columns),
-        title=title_column or None,
-        metadata=_names(metadata_columns),
-        content_hash=hash_column or None,
-    )
-    if not mapping.text:
-        raise ConfigError("--text-columns needs at least one column")
     settings = RagSettings()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("chunks"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task("planning", total=None)
-        summary = ingest(
-            Lakehouse(LakehouseSettings()),
-            ref,
-            settings,
-            mapping,
-            version=version,
-            executor=executor,
-            ray_settings=RaySettings(),
-            write_batch=write_batch,
-            on_plan=lambda n: bar.update(task, description="embedding", total=n),
-            on_progress=lambda n: bar.advance(task, n),
+    with job_run("ingest", settings.rag_collection) as job:
+        if executor not in ("ray", "local"):
+            raise ConfigError(f"--executor must be 'ray' or 'local', got {executor!r}")
+        ref = TableRef.parse(table)
+        mapping = ColumnMapping(
+            id=id_column,
+            text=_names(text_columns),
+            title=title_column or None,
+            metadata=_names(metadata_columns),
+            content_hash=hash_column or None,
         )
+        if not mapping.text:
+            raise ConfigError("--text-columns needs at least one column")
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("planning", total=None)
+            summary = ingest(
+                Lakehouse(LakehouseSettings()),
+                ref,
+                settings,
+                mapping,
+                version=version,
+                executor=executor,
+                ray_settings=RaySettings(),
+                write_batch=write_batch,
+                on_plan=lambda n: bar.update(task, description="embedding", total=n),
+                on_progress=lambda n: bar.advance(task, n),
+            )
+        record(job, summary)
     if as_json:
         out.print_json(json.dumps(summary.as_dict()))
         return
@@ -116,6 +123,19 @@ def ingest_command(
         f"{summary.chunks_total} in the index; {summary.chunks_per_s} chunks/s",
         soft_wrap=True,
     )
+
+
+def record(job: JobMetrics, summary: IngestSummary) -> None:
+    """Add what the run did to its pushed metrics."""
+    chunks = job.make(Gauge, "lakeserve_rag_ingest_chunks", "Chunks by outcome.", ["outcome"])
+    for outcome in ("written", "deleted", "total"):
+        chunks.labels(outcome).set(getattr(summary, f"chunks_{outcome}"))
+    if summary.changed_at is not None:
+        job.make(
+            Gauge,
+            "lakeserve_rag_ingest_changed_timestamp_seconds",
+            "When the collection's chunks last changed, as the run left them, epoch s.",
+        ).labels().set(summary.changed_at)
 
 
 DEFAULT_OFF_TOPIC = Path(__file__).with_name("qa") / "off-topic-dev.jsonl"

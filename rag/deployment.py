@@ -9,6 +9,7 @@ from __future__ import annotations
 from ray import serve
 
 from kernel.logs import configure_logging
+from rag.metrics import IndexMetrics
 from rag.service import RagService
 from rag.settings import RagSettings
 
@@ -23,8 +24,18 @@ class RagServer(RagService):
     def __init__(self) -> None:
         configure_logging(colors=False)
         super().__init__(RagSettings())
+        self.metrics = IndexMetrics(export=True)
         # Opens the index if it exists; otherwise keeps retrying and answers 503 meanwhile.
         self.start()
+
+    def refresh(self) -> None:
+        """Follow the index (RagService.refresh), then export what is served now.
+
+        Runs every rag_refresh_s (10 s), within Ray's gauge lifetime (two 10 s reports).
+        """
+        super().refresh()
+        retriever = self.chain.retriever if self.chain is not None else None
+        self.metrics.record(self.settings.rag_collection, retriever, self.detail is None)
 
     def check_health(self) -> None:
         """Serve's health check: unhealthy only if the thread following the index died.

@@ -67,6 +67,7 @@ class IngestSummary:
     seconds: float = 0.0
     chunks_per_s: float = 0.0
     executor: str = "ray"
+    changed_at: float | None = None  # when the collection's chunks last changed, epoch s
 
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as plain JSON-able values."""
@@ -167,6 +168,7 @@ def ingest(
     finally:
         index.release_lease(owner)
     summary.chunks_total = index.count()
+    summary.changed_at = index.changed_at()
     summary.seconds = round(time.monotonic() - started, 2)
     if summary.chunks_written:
         summary.chunks_per_s = round(summary.chunks_written / summary.seconds, 1)

@@ -244,6 +244,7 @@ class HybridRetriever:
         self._keyword = KeywordIndex([], self.tuning.stem)
         self._revision: str | None = None
         self._floor: float | None = None
+        self.changed_at: float | None = None  # when the chunks served last changed (epoch s)
         self._lock = threading.Lock()
 
     @property
@@ -268,6 +269,7 @@ class HybridRetriever:
         floor = self.index.relevance_floor()
         with self._lock:
             self._keyword, self._revision, self._floor = keyword, revision, floor
+            self.changed_at = self.index.changed_at()
         # The keyword index holds a few small objects per chunk (about 2 KB per chunk in all),
         # none in reference cycles: the collector's full passes would walk every one of them in
         # the middle of queries (hybrid p99 at 100k chunks, bench/rag_query.py). Move what is

@@ -27,6 +27,7 @@ CHUNK_INDEX = "chunk"
 # Collection metadata: the embedding model that built it, and a token changed by every write.
 MODEL_KEY = "lakeserve:embedding_model"
 REVISION_KEY = "lakeserve:revision"
+CHANGED_KEY = "lakeserve:changed_at"  # epoch seconds of the last revision: what replicas serve
 # The relevance floor `rag eval --calibrate` measured for this collection's corpus and embedder.
 FLOOR_KEY = "lakeserve:relevance_floor"
 LEASE_KEY = "lakeserve:ingest_lease"  # "<owner> <expires, epoch s>": one ingest at a time
@@ -164,7 +165,12 @@ class Index:
 
     def bump_revision(self) -> None:
         """Record that the chunks changed, so servers reload their keyword index."""
-        self._set(REVISION_KEY, uuid.uuid4().hex)
+        self._set(REVISION_KEY, uuid.uuid4().hex, {CHANGED_KEY: round(time.time(), 3)})
+
+    def changed_at(self) -> float | None:
+        """Return when the chunks last changed (epoch seconds), as of the last read."""
+        value = self.metadata.get(CHANGED_KEY)
+        return float(value) if value is not None else None
 
     def take_lease(self, owner: str, ttl_s: float) -> None:
         """Take the collection's ingest lease, or raise Busy while another run holds it.
@@ -219,10 +225,13 @@ class Index:
         self._set(FLOOR_KEY, round(float(floor), 4))
         self.bump_revision()
 
-    def _set(self, key: str, value: str | float) -> None:
+    def _set(
+        self, key: str, value: str | float, more: dict[str, str | float] | None = None
+    ) -> None:
         # modify() replaces the whole metadata; the distance space cannot be changed.
         meta = {k: v for k, v in self.metadata.items() if k != "hnsw:space"}
         meta[key] = value
+        meta.update(more or {})
         self.collection.modify(metadata=meta)
 
     def count(self) -> int:

@@ -186,6 +186,8 @@ class ModelHost:
             spec.name: ModelSlot(spec, options, metrics, batching) for spec in options.models
         }
         self.replica = replica_name()
+        for name in self.slots:
+            metrics.model_waiting(name)
         self._poller: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
 

@@ -6,12 +6,14 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from prometheus_client import Gauge
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from kernel.console import err, main_for, out
+from kernel.jobs import job_run
 from kernel.settings import TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
@@ -66,6 +68,42 @@ def train(
     """
     if ctx.invoked_subcommand is not None:
         return
+    with job_run("train", model_name or (config.stem if config else "unknown")) as job:
+        summary = _train(config, model_name, table_version, overrides, run_name, sweep, sweep_index)
+        job.name = summary["model"]
+        job.make(
+            Gauge, "lakeserve_training_promoted", "1 when the run's version took the alias."
+        ).labels().set(1 if summary["promoted"] else 0)
+        holdout = job.make(
+            Gauge, "lakeserve_training_holdout", "The run's holdout metrics.", ["metric"]
+        )
+        for metric, value in summary["metrics"].items():
+            holdout.labels(metric).set(value)
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    verdict = "[green]promoted[/green]" if summary["promoted"] else "[yellow]not promoted[/yellow]"
+    data = summary["data"]
+    out.print(
+        f"{summary['model']} v{summary['version']} -> @{summary['alias']} ({verdict})\n"
+        f"  {summary['reason']}\n"
+        f"  holdout: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in summary["metrics"].items())
+        + f"\n  data: {data['table']}@v{data['version']} ({data['rows']:,} rows)"
+        f"\n  run: {summary['run_id']} in {summary['tracking_uri']}"
+    )
+
+
+def _train(
+    config: Path | None,
+    model_name: str | None,
+    table_version: int | None,
+    overrides: list[str] | None,
+    run_name: str | None,
+    sweep: Path | None,
+    sweep_index: int | None,
+) -> dict[str, Any]:
+    """Run one training and return its summary."""
     if config is None:
         raise typer.BadParameter("a training config file is required", param_hint="'--config'")
     # Heavy imports (MLflow, scikit-learn) only when training, so `--help` stays fast.
@@ -110,20 +148,7 @@ def train(
         "data": {"table": result.table, "version": result.table_version, "rows": result.rows},
         "tracking_uri": tracker.uri,
     }
-    if as_json:
-        out.print_json(json.dumps(summary))
-        return
-    verdict = (
-        "[green]promoted[/green]" if result.decision.promote else "[yellow]not promoted[/yellow]"
-    )
-    out.print(
-        f"{result.model_name} v{result.version} -> @{result.alias} ({verdict})\n"
-        f"  {result.decision.reason}\n"
-        f"  holdout: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-        + f"\n  data: {result.table}@v{result.table_version} ({result.rows:,} rows)"
-        f"\n  run: {result.run_id} in {tracker.uri}"
-    )
+    return summary
 
 
 def sweep_overrides(path: Path, index: int | None) -> list[str]:

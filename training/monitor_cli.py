@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from prometheus_client import Gauge
 from rich.table import Table
 
 from kernel.console import err, out
 from kernel.errors import ConfigError
+from kernel.jobs import JobMetrics, job_run
 from kernel.settings import TrackingSettings
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
@@ -91,43 +93,63 @@ def monitor_command(
     from training.monitor import Thresholds, dumps, run_monitor
     from training.tracking import Tracker
 
-    now = datetime.now(UTC)
-    end = parse_time(until, now) if until else now
-    start = parse_time(since, end)
-    thresholds = Thresholds(
-        drift=drift_threshold,
-        outside_share=outside_share,
-        error_ratio=error_ratio,
-        min_rows=min_rows,
-    )
-    tracker = Tracker(TrackingSettings())
-    with (
-        contextlib.redirect_stdout(sys.stderr),
-        unreachable_as_error(tracker.uri),
-        err.status(f"measuring {model}@{alias} from {start:%Y-%m-%d %H:%M} to {end:%H:%M}"),
-    ):
-        result = run_monitor(
-            tracker,
-            Lakehouse(LakehouseSettings()),
-            model,
-            alias,
-            start,
-            end,
-            thresholds,
-            reference_rows=reference_rows,
-            experiment=experiment,
-            log_to_mlflow=log,
+    with job_run("monitor", model) as job:
+        now = datetime.now(UTC)
+        end = parse_time(until, now) if until else now
+        start = parse_time(since, end)
+        thresholds = Thresholds(
+            drift=drift_threshold,
+            outside_share=outside_share,
+            error_ratio=error_ratio,
+            min_rows=min_rows,
         )
-    if as_json:
-        out.print_json(dumps(result))
-    else:
-        _print(result)
-    if retrain_gate:
-        if not result.alarms:
-            raise GateFailed(f"{model} v{result.version}: no threshold crossed, nothing to retrain")
-        err.print(f"{model} v{result.version}: retrain: " + "; ".join(result.alarms))
-    elif result.alarms:
-        raise DriftDetected(f"{model} v{result.version}: " + "; ".join(result.alarms))
+        tracker = Tracker(TrackingSettings())
+        with (
+            contextlib.redirect_stdout(sys.stderr),
+            unreachable_as_error(tracker.uri),
+            err.status(f"measuring {model}@{alias} from {start:%Y-%m-%d %H:%M} to {end:%H:%M}"),
+        ):
+            result = run_monitor(
+                tracker,
+                Lakehouse(LakehouseSettings()),
+                model,
+                alias,
+                start,
+                end,
+                thresholds,
+                reference_rows=reference_rows,
+                experiment=experiment,
+                log_to_mlflow=log,
+            )
+        record(job, result)
+        if as_json:
+            out.print_json(dumps(result))
+        else:
+            _print(result)
+        if retrain_gate:
+            if not result.alarms:
+                raise GateFailed(
+                    f"{model} v{result.version}: no threshold crossed, nothing to retrain"
+                )
+            err.print(f"{model} v{result.version}: retrain: " + "; ".join(result.alarms))
+        elif result.alarms:
+            raise DriftDetected(f"{model} v{result.version}: " + "; ".join(result.alarms))
+
+
+def record(job: JobMetrics, result: Result) -> None:
+    """Add the window's verdict to the run's pushed metrics."""
+    job.make(
+        Gauge, "lakeserve_monitor_alarms", "Thresholds the window crossed (0: no alarm)."
+    ).labels().set(len(result.alarms))
+    job.make(Gauge, "lakeserve_monitor_window_rows", "Logged rows measured.").labels().set(
+        result.window["rows"]
+    )
+    score = job.make(Gauge, "lakeserve_monitor_drift_score", "Drift score per column.", ["column"])
+    limit = job.make(Gauge, "lakeserve_monitor_drift_threshold", "Its alarm threshold.", ["column"])
+    for drift in result.drift:
+        if drift["score"] is not None:
+            score.labels(drift["column"]).set(drift["score"])
+            limit.labels(drift["column"]).set(drift["threshold"])
 
 
 def _print(result: Result) -> None:

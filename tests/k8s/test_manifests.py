@@ -567,7 +567,7 @@ def test_podmonitors_scrape_every_annotated_pod_and_keep_lakeserve_names() -> No
         match = re.fullmatch(rename["regex"], name)
         return match.expand(rename["replacement"].replace("$1", r"\1")) if match else name
 
-    assert stored("ray_lakeserve_requests_total") == "lakeserve_requests_total"
+    assert stored("ray_lakeserve_model_requests_total") == "lakeserve_model_requests_total"
     assert stored("ray_serve_num_http_requests_total") == "ray_serve_num_http_requests_total"
 
 

@@ -227,16 +227,17 @@ def test_metrics_count_requests_by_status_and_never_label_unknown_names(client: 
     client.post("/predict/made-up-name", json={"inputs": [ROW]})
     text = client.get("/metrics").text
     assert (
-        'lakeserve_requests_total{endpoint="predict",model="fare",status="200",version="3"} 1.0'
-        in text
+        'lakeserve_model_requests_total{code="200",model="fare",route="predict",'
+        'status_class="2xx",version="3"} 1.0' in text
     )
     assert (
-        'lakeserve_requests_total{endpoint="predict",model="fare",status="422",version="none"} 1.0'
-        in text
+        'lakeserve_model_requests_total{code="422",model="fare",route="predict",'
+        'status_class="4xx",version="none"} 1.0' in text
     )
-    assert 'model="_unknown",status="404"' in text
+    assert 'code="404",model="_unknown"' in text
     assert "made-up-name" not in text
-    assert 'lakeserve_model_version{model="fare",version="3"} 1.0' in text
+    assert 'lakeserve_model_loaded{model="fare",version="3"} 1.0' in text
+    assert 'lakeserve_model_ready{model="fare"} 1.0' in text
 
 
 @pytest.mark.parametrize(
@@ -377,9 +378,7 @@ def test_values_outside_the_training_domain_are_answered_with_warnings_and_count
         "out_of_domain_columns": "trip_distance,passenger_count,rate_code",
     }
     text = client.get("/metrics").text
-    counted = (
-        'lakeserve_out_of_domain_values_total{feature="passenger_count",model="fare",version="3"}'
-    )
+    counted = 'lakeserve_model_out_of_domain_values_total{feature="passenger_count",model="fare",version="3"}'
     assert f"{counted} 2.0" in text
     assert 'feature="is_airport"' not in text
 

@@ -214,8 +214,8 @@ def test_metrics_count_rag_requests(platform: Platform, client: openai.OpenAI) -
         model="lakeserve-rag", messages=[{"role": "user", "content": QUESTION}], max_tokens=4
     )
     metrics = httpx.get(f"{platform.url}/metrics", headers=auth()).text
-    assert 'lakeserve_rag_requests_total{endpoint="chat",status="200"}' in metrics
-    assert "lakeserve_rag_latency_seconds_bucket" in metrics
+    assert 'lakeserve_rag_requests_total{code="200",route="chat",status_class="2xx"}' in metrics
+    assert "lakeserve_rag_request_duration_seconds_bucket" in metrics
 
 
 def test_models_still_served_beside_rag(platform: Platform) -> None:

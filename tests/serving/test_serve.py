@@ -186,7 +186,9 @@ def batch_counts(platform: Platform) -> tuple[float, float]:
     text = httpx.get(f"{platform.url}/metrics", headers=AUTH).text
 
     def total(metric: str) -> float:
-        pattern = rf'^lakeserve_batch_requests_{metric}{{model="{MODEL}",version="[^"]+"}} (\S+)$'
+        pattern = (
+            rf'^lakeserve_model_batch_requests_{metric}{{model="{MODEL}",version="[^"]+"}} (\S+)$'
+        )
         return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
     return total("count"), total("sum")
@@ -258,7 +260,7 @@ def test_alias_move_under_load_switches_version_with_zero_failures(
 
 def samples(text: str, prefix: str) -> dict[str, dict[str, float]]:
     """Samples named `prefix*` by replica (the tag Ray's export adds; "" on /metrics), summed
-    by name, model, endpoint (and status for requests)."""
+    by name, model, route (and code for requests)."""
     totals: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -266,9 +268,9 @@ def samples(text: str, prefix: str) -> dict[str, dict[str, float]]:
                 continue
             labels = sample.labels
             name = sample.name.removeprefix("ray_")
-            key = f"{name}|{labels.get('model', '')}|{labels.get('endpoint', '')}"
-            if name.startswith("lakeserve_requests"):
-                key += f"|{labels.get('status', '')}"
+            key = f"{name}|{labels.get('model', '')}|{labels.get('route', '')}"
+            if name.startswith("lakeserve_model_requests"):
+                key += f"|{labels.get('code', '')}"
             if prefix.startswith("ray_"):  # Serve's tags on every exported series
                 assert "replica" in labels and "deployment" in labels, sample
             replica = totals.setdefault(labels.get("replica", ""), {})
@@ -283,9 +285,9 @@ def test_replica_metrics_reach_rays_export_where_prometheus_scrapes(
     # of the node as that replica's series (replicas replaced earlier keep series of their own).
     exported_url = f"http://127.0.0.1:{platform.env['LAKESERVE_METRICS_PORT']}/metrics"
     keys = [
-        f"lakeserve_requests_total|{MODEL}|predict|200",
-        f"lakeserve_requests_total|{MODEL}|predict|422",
-        f"lakeserve_request_latency_seconds_count|{MODEL}|predict",
+        f"lakeserve_model_requests_total|{MODEL}|predict|200",
+        f"lakeserve_model_requests_total|{MODEL}|predict|422",
+        f"lakeserve_model_request_duration_seconds_count|{MODEL}|predict",
     ]
     records = rows.head(2).to_dict(orient="records")
     with httpx.Client(base_url=platform.url, headers=AUTH, timeout=60) as client:
@@ -306,4 +308,4 @@ def test_replica_metrics_reach_rays_export_where_prometheus_scrapes(
             break
         time.sleep(1)
     assert live, (wanted, {replica: [r.get(k) for k in keys] for replica, r in exported.items()})
-    assert live[0][f"lakeserve_model_version|{MODEL}|"] >= 1
+    assert live[0][f"lakeserve_model_loaded|{MODEL}|"] >= 1
