@@ -1,0 +1,1 @@
+"""Observability as code: the metrics vocabulary, alert rules and dashboards of the platform."""
