@@ -79,9 +79,11 @@ def _families(registry: CollectorRegistry, source: str) -> list[Metric]:
     found = []
     for family in registry.collect():
         labels: tuple[str, ...] = ()
-        for collector_metric in registry._names_to_collectors.values():
-            if collector_metric._name == family.name:
-                labels = tuple(collector_metric._labelnames)
+        # prometheus_client keeps a metric's label names private; its samples carry them only
+        # once a series exists, and a vocabulary is read before any does.
+        for collector in registry._names_to_collectors.values():
+            if getattr(collector, "_name", None) == family.name:
+                labels = tuple(getattr(collector, "_labelnames", ()))
                 break
         found.append(Metric(family.name, family.type, labels, family.documentation, source))
     return found
