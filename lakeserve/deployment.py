@@ -24,6 +24,8 @@ from lakeserve.api.requestlog import RequestLog
 from rag.api import RagHandle
 from rag.deployment import RagServer
 from rag.feedback import FeedbackStore
+from rag.settings import RagSettings
+from rag.tracing import FeedbackTraces
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.model import MlflowRegistry
@@ -51,6 +53,9 @@ class ModelServer:
         # generations, and a 201 must mean the Delta commit happened.
         lake = Lakehouse(LakehouseSettings())
         self.feedback = FeedbackStore(lake) if rag is not None else None
+        settings = RagSettings()
+        trace_feedback = rag is not None and settings.rag_trace
+        self.feedback_traces = FeedbackTraces(settings) if trace_feedback else None
         log = self.options.request_log
         self.requests = RequestLog(lake, log, self.host.metrics) if log.enabled else None
 
@@ -76,6 +81,7 @@ class ModelServer:
             feedback=self.feedback,
             request_log=self.requests,
             request_ids=False,
+            feedback_traces=self.feedback_traces,
         )
 
 

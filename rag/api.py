@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from kernel.errors import NotReady, Overloaded, RequestError
+from kernel.tracing import span, start_span
 from rag.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -33,15 +36,20 @@ class RagApi(Protocol):
         """Return the OpenAI model list."""
         ...
 
-    async def query(self, request: QueryRequest) -> QueryResponse:
-        """Answer a question with citations."""
+    async def query(self, request: QueryRequest, request_id: str | None = None) -> QueryResponse:
+        """Answer a question with citations; `request_id` (the HTTP request's) goes into the
+        answer's logs and traces."""
         ...
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+    async def chat(
+        self, request: ChatCompletionRequest, request_id: str | None = None
+    ) -> ChatCompletion:
         """Answer a chat completion in one piece."""
         ...
 
-    def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+    def chat_stream(
+        self, request: ChatCompletionRequest, request_id: str | None = None
+    ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield the completion's chunks: citations first, then tokens, then the finish."""
         ...
 
@@ -70,11 +78,13 @@ class RagHandle:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def _call(self, method: str, *args: Any) -> Any:
-        try:
-            return await getattr(self.handle, method).remote(*args)
-        except Exception as exc:
-            raise _unwrap(exc) from exc
+    async def _call(self, method: str, *args: Any, request_id: str | None = None) -> Any:
+        # Serve's own span of the handle call (when it traces) nests under this one.
+        with span(f"rag.call {method}", trace.SpanKind.CLIENT, request_id=request_id):
+            try:
+                return await getattr(self.handle, method).remote(*args)
+            except Exception as exc:
+                raise _unwrap(exc) from exc
 
     async def health(self) -> RagHealth:
         result: RagHealth = await self._call("health")
@@ -84,18 +94,28 @@ class RagHandle:
         result: ModelList = await self._call("models")
         return result
 
-    async def query(self, request: QueryRequest) -> QueryResponse:
-        result: QueryResponse = await self._call("query", request)
+    async def query(self, request: QueryRequest, request_id: str | None = None) -> QueryResponse:
+        result: QueryResponse = await self._call(
+            "query", request, request_id, request_id=request_id
+        )
         return result
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
-        result: ChatCompletion = await self._call("chat", request)
+    async def chat(
+        self, request: ChatCompletionRequest, request_id: str | None = None
+    ) -> ChatCompletion:
+        result: ChatCompletion = await self._call(
+            "chat", request, request_id, request_id=request_id
+        )
         return result
 
     async def chat_stream(
-        self, request: ChatCompletionRequest
+        self, request: ChatCompletionRequest, request_id: str | None = None
     ) -> AsyncIterator[ChatCompletionChunk]:
-        stream = self.handle.options(stream=True).chat_stream.remote(request)
+        # Started in the current context (Serve's request span), never made current: this
+        # generator's yields resume in the response's task.
+        call = start_span("rag.call chat_stream", kind=trace.SpanKind.CLIENT, request_id=request_id)
+        with trace.use_span(call, end_on_exit=True):
+            stream = self.handle.options(stream=True).chat_stream.remote(request, request_id)
         try:
             async for chunk in stream:
                 yield chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,6 +20,7 @@ from kernel.errors import RequestError, Upstream
 from rag.answer import quote, ungrounded
 from rag.retrieval import Filters, Hit, Retrieval, Retriever
 from rag.schemas import HISTORY_MESSAGES, AnswerMode, Citation, Fallback
+from rag.tracing import AnswerTrace, stage
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,7 @@ class Prepared:
     problems: list[str] = field(default_factory=list)  # what failed the grounding check
     fallback: Fallback = "quoted"  # what to answer when the LLM endpoint fails
     llm_error: str | None = None  # the LLM failure an answer degraded around
+    trace: AnswerTrace | None = None  # the answer's spans, when the caller traces it
 
 
 @dataclass
@@ -199,18 +202,33 @@ class RagChain:
         k: int | None = None,
         filters: Filters | None = None,
         fallback: Fallback = "quoted",
+        trace: AnswerTrace | None = None,
     ) -> Prepared:
-        """Rewrite, retrieve and pick the sources."""
+        """Rewrite, retrieve and pick the sources (as stages of `trace`, when given)."""
         timings: dict[str, float] = {}
-        start = time.perf_counter()
-        query, llm_error = await self.rewrite(question, history, fallback)
-        timings["rewrite_ms"] = _ms(start)
-        start = time.perf_counter()
-        retrieval = await asyncio.to_thread(self.retriever.search, query, k or self.k, filters)
-        timings["retrieve_ms"] = _ms(start)
+        with trace.current() if trace is not None else contextlib.nullcontext():
+            start = time.perf_counter()
+            if history:
+                with stage("rewrite", "LLM", {"question": question}) as step:
+                    query, llm_error = await self.rewrite(question, history, fallback)
+                    step.output(query, llm_error=llm_error)
+            else:
+                query, llm_error = question, None
+            timings["rewrite_ms"] = _ms(start)
+            start = time.perf_counter()
+            # The thread gets a copy of this context: the retriever's stages join the answer.
+            retrieval = await asyncio.to_thread(self.retriever.search, query, k or self.k, filters)
+            timings["retrieve_ms"] = _ms(start)
         citations = [citation(n, hit) for n, hit in enumerate(retrieval.hits, 1)]
         return Prepared(
-            question, query, retrieval, citations, timings, fallback=fallback, llm_error=llm_error
+            question,
+            query,
+            retrieval,
+            citations,
+            timings,
+            fallback=fallback,
+            llm_error=llm_error,
+            trace=trace,
         )
 
     def _inputs(self, prepared: Prepared, history: Sequence[BaseMessage]) -> dict[str, Any]:
@@ -244,6 +262,38 @@ class RagChain:
             raise Upstream(f"LLM failed: {type(exc).__name__}: {exc}") from exc
 
     async def stream(
+        self,
+        prepared: Prepared,
+        history: Sequence[BaseMessage] = (),
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """Yield the answer in pieces, as the generate stage of `prepared.trace` (see _stream)."""
+        inputs = {
+            "question": prepared.question,
+            "sources": [c.doc_id for c in prepared.citations],
+        }
+        llm = type(self.llm).__name__ if self.llm is not None else None
+        trace = prepared.trace
+        # Not made current: the stage spans this generator's yields.
+        with (trace.stage if trace is not None else stage)(
+            "generate", "LLM", inputs, llm=llm
+        ) as step:
+            parts: list[str] = []
+            usage: Any = None
+            async for chunk in self._stream(prepared, history, max_tokens, temperature):
+                parts.append(str(chunk.content))
+                usage = chunk.usage_metadata or usage
+                yield chunk
+            step.output(
+                "".join(parts).strip(),
+                mode=prepared.mode,
+                grounding_problems=len(prepared.problems),
+                llm_error=prepared.llm_error,
+                output_tokens=(usage or {}).get("output_tokens"),
+            )
+
+    async def _stream(
         self,
         prepared: Prepared,
         history: Sequence[BaseMessage] = (),
@@ -323,9 +373,10 @@ class RagChain:
         max_tokens: int | None = None,
         temperature: float | None = None,
         fallback: Fallback = "quoted",
+        trace: AnswerTrace | None = None,
     ) -> Answer:
         """Answer a question in one piece."""
-        prepared = await self.prepare(question, history, k, filters, fallback)
+        prepared = await self.prepare(question, history, k, filters, fallback, trace)
         parts: list[str] = []
         usage: dict[str, int] = {}
         async for chunk in self.stream(prepared, history, max_tokens, temperature):

@@ -16,9 +16,11 @@ from langchain_core.embeddings import Embeddings
 
 from kernel.errors import InvalidInput
 from rag.store import CHUNK_INDEX, DOC_ID, Index, StoredChunk
+from rag.tracing import stage
 
 log = structlog.get_logger(__name__)
 
+DOCUMENT_CHARS = 700  # of each document in a trace: what the prompt gives the LLM (chain.py)
 RRF_K = 60  # the constant of Cormack et al.; damps the weight of the very first ranks
 MODES = ("hybrid", "vector", "bm25")
 Filters = Mapping[str, Any]
@@ -193,6 +195,28 @@ class KeywordIndex:
         return [(self.chunks[i], float(scores[i])) for i in top if scores[i] > 0]
 
 
+def documents(ranked: Sequence[tuple[StoredChunk, float]], source: str) -> list[dict[str, Any]]:
+    """Describe ranked chunks as MLflow RETRIEVER outputs (page_content, metadata, id)."""
+    return [
+        {
+            "id": chunk.id,
+            "page_content": chunk.text[:DOCUMENT_CHARS],
+            "metadata": {"doc_id": chunk.metadata.get(DOC_ID, chunk.id), source: score},
+        }
+        for chunk, score in ranked
+    ]
+
+
+def hit_document(hit: Hit) -> dict[str, Any]:
+    """Describe a fused hit as an MLflow document, with each retriever's score."""
+    scores = {"score": hit.score, "similarity": hit.similarity, "bm25": hit.bm25}
+    return {
+        "id": hit.chunk.id,
+        "page_content": hit.chunk.text[:DOCUMENT_CHARS],
+        "metadata": {"doc_id": hit.doc_id, **{k: v for k, v in scores.items() if v is not None}},
+    }
+
+
 class Retriever(Protocol):
     """What the chain and the service need from retrieval."""
 
@@ -305,11 +329,36 @@ class HybridRetriever:
         """
         if mode not in MODES:
             raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        tuning = self.tuning
         filters = check_filters(filters)
-        n = max(tuning.candidates, k * 4)
-        vector = self.vector(query, n, filters) if mode != "bm25" or floor else []
-        keyword = self.keyword(query, n, filters) if mode != "vector" else []
+        n = max(self.tuning.candidates, k * 4)
+        inputs = {"query": query, "k": k, "filters": filters, "mode": mode}
+        with stage("retrieve", "RETRIEVER", inputs, candidates=n, mode=mode) as step:
+            vector = self.vector(query, n, filters) if mode != "bm25" or floor else []
+            keyword = self.keyword(query, n, filters) if mode != "vector" else []
+            step.output(
+                [*documents(vector, "vector"), *documents(keyword, "bm25")],
+                vector_hits=len(vector),
+                bm25_hits=len(keyword),
+            )
+        with stage("fuse", "RERANKER", {"query": query, "k": k}, rrf_k=RRF_K) as step:
+            retrieval = self._fuse(vector, keyword, k, mode, floor)
+            step.output(
+                [hit_document(hit) for hit in retrieval.hits],
+                found=retrieval.found,
+                best_similarity=retrieval.best_similarity,
+            )
+        return retrieval
+
+    def _fuse(
+        self,
+        vector: list[tuple[StoredChunk, float]],
+        keyword: list[tuple[StoredChunk, float]],
+        k: int,
+        mode: str,
+        floor: bool,
+    ) -> Retrieval:
+        """Apply the relevance floor, fuse the rankings by reciprocal rank and keep `k`."""
+        tuning = self.tuning
         best = max((s for _, s in vector), default=None)
         if floor and (best is None or best < self.min_similarity):
             return Retrieval(best_similarity=best, found=False)

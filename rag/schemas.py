@@ -81,6 +81,11 @@ class Citation(BaseModel):
 class QueryResponse(BaseModel):
     """An answer with its sources; `found` is False when nothing relevant was retrieved."""
 
+    id: str = Field(
+        description="The answer's id: rate it with POST /rag/feedback (answer_id); its MLflow "
+        "trace carries it as tag lakeserve.answer_id.",
+        examples=["rag-3f2a9c0d4e5b4a1f8c7d6e5f4a3b2c1d"],
+    )
     answer: str
     found: bool
     query: str = Field(description="The standalone question used for retrieval.")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
 from kernel.errors import LakeserveError, NotFound, NotReady
 from rag.chain import Answer, Prepared, RagChain, history_messages
@@ -32,6 +33,7 @@ from rag.schemas import (
 )
 from rag.settings import RagSettings
 from rag.store import Index
+from rag.tracing import AnswerTrace, AnswerTracer, finish
 
 log = structlog.get_logger(__name__)
 
@@ -66,9 +68,12 @@ class RagService:
         self.created = int(time.time())
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self.tracer = AnswerTracer(settings)
 
     def start(self) -> None:
-        """Open the index now if possible and keep following it from a background thread."""
+        """Open the index now if possible and keep following it from a background thread;
+        connect the answers' tracing to MLflow from another."""
+        self.tracer.start()
         self.refresh()
         self._thread = threading.Thread(target=self._follow, name="rag-follow", daemon=True)
         self._thread.start()
@@ -76,6 +81,7 @@ class RagService:
     def stop(self) -> None:
         """Stop following the index."""
         self._stopped.set()
+        self.tracer.stop()
 
     def _follow(self) -> None:
         while not self._stopped.wait(self.settings.rag_refresh_s):
@@ -120,10 +126,17 @@ class RagService:
         """Return the OpenAI model list."""
         return ModelList(data=[ModelCard(id=RAG_MODEL, created=self.created)])
 
-    async def query(self, request: QueryRequest) -> QueryResponse:
-        """Answer POST /rag/query."""
-        answer = await self._answer(request)
+    async def query(self, request: QueryRequest, request_id: str | None = None) -> QueryResponse:
+        """Answer POST /rag/query; `request_id` is the HTTP request's (logs and traces)."""
+        ident = f"rag-{uuid.uuid4().hex}"
+        with (
+            bound_contextvars(request_id=request_id, answer_id=ident),
+            self.tracer.answer(ident, request_id, "rag_query", request.question) as trace,
+        ):
+            answer = await self._answer(request, trace)
+            _finish(trace, answer)
         return QueryResponse(
+            id=ident,
             answer=answer.answer,
             found=answer.found,
             query=answer.query,
@@ -135,6 +148,7 @@ class RagService:
     async def _answer(
         self,
         request: QueryRequest,
+        trace: AnswerTrace,
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> Answer:
@@ -148,14 +162,24 @@ class RagService:
             max_tokens,
             temperature,
             request.fallback,
+            trace,
         )
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+    async def chat(
+        self, request: ChatCompletionRequest, request_id: str | None = None
+    ) -> ChatCompletion:
         """Answer a non-streamed chat completion."""
         _check_model(request)
-        answer = await self._answer(request.as_query(), request.limit(), request.temperature)
+        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        query = request.as_query()
+        with (
+            bound_contextvars(request_id=request_id, answer_id=ident),
+            self.tracer.answer(ident, request_id, "chat", query.question) as trace,
+        ):
+            answer = await self._answer(query, trace, request.limit(), request.temperature)
+            _finish(trace, answer)
         completion = ChatCompletion(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
+            id=ident,
             created=int(time.time()),
             model=RAG_MODEL,
             choices=[Choice(message=ResponseMessage(content=answer.answer))],
@@ -171,46 +195,85 @@ class RagService:
         return completion
 
     async def chat_stream(
-        self, request: ChatCompletionRequest
+        self, request: ChatCompletionRequest, request_id: str | None = None
     ) -> AsyncIterator[ChatCompletionChunk]:
         """Yield chat.completion.chunk objects: citations first, then tokens, then the finish."""
         _check_model(request)
+        ident = f"chatcmpl-{uuid.uuid4().hex}"
+        chunks = self._chat_stream(request, ident, request_id)
+        # Bound around each step, never across a yield: a stream's consumer may resume it
+        # from another task (Starlette's response), where a reset across yields would fail.
+        while True:
+            with bound_contextvars(request_id=request_id, answer_id=ident):
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+            yield chunk
+
+    async def _chat_stream(
+        self, request: ChatCompletionRequest, ident: str, request_id: str | None
+    ) -> AsyncIterator[ChatCompletionChunk]:
         query = request.as_query()
         chain = self._ready_chain()
         history = history_messages([(t.role, t.content) for t in query.history])
-        prepared: Prepared = await chain.prepare(
-            query.question, history, query.k, query.filters, query.fallback
-        )
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-
-        def chunk(delta: Delta, **extra: Any) -> ChatCompletionChunk:
-            finish = extra.pop("finish_reason", None)
-            return ChatCompletionChunk(
-                id=ident,
-                created=created,
-                model=RAG_MODEL,
-                choices=[ChunkChoice(delta=delta, finish_reason=finish)],
-                **extra,
+        with self.tracer.answer(ident, request_id, "chat_stream", query.question) as trace:
+            prepared: Prepared = await chain.prepare(
+                query.question, history, query.k, query.filters, query.fallback, trace
             )
+            created = int(time.time())
 
-        yield chunk(
-            Delta(role="assistant", content=""),
-            citations=prepared.citations,
-            found=prepared.retrieval.found,
-        )
-        usage: dict[str, int] = {}
-        async for piece in chain.stream(prepared, history, request.limit(), request.temperature):
-            if piece.usage_metadata:
-                usage = dict(piece.usage_metadata)  # type: ignore[arg-type]
-            if piece.content:
-                yield chunk(Delta(content=str(piece.content)))
-        last = chunk(Delta(), finish_reason="stop", usage=_usage(usage), mode=prepared.mode)
-        last._trace = {
-            "query": prepared.query,
-            "found": prepared.retrieval.found,
-            "timings": dict(prepared.timings),
-        }
-        yield last
+            def chunk(delta: Delta, **extra: Any) -> ChatCompletionChunk:
+                finish_reason = extra.pop("finish_reason", None)
+                return ChatCompletionChunk(
+                    id=ident,
+                    created=created,
+                    model=RAG_MODEL,
+                    choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+                    **extra,
+                )
+
+            yield chunk(
+                Delta(role="assistant", content=""),
+                citations=prepared.citations,
+                found=prepared.retrieval.found,
+            )
+            usage: dict[str, int] = {}
+            parts: list[str] = []
+            async for piece in chain.stream(
+                prepared, history, request.limit(), request.temperature
+            ):
+                if piece.usage_metadata:
+                    usage = dict(piece.usage_metadata)  # type: ignore[arg-type]
+                if piece.content:
+                    parts.append(str(piece.content))
+                    yield chunk(Delta(content=str(piece.content)))
+            last = chunk(Delta(), finish_reason="stop", usage=_usage(usage), mode=prepared.mode)
+            last._trace = {
+                "query": prepared.query,
+                "found": prepared.retrieval.found,
+                "timings": dict(prepared.timings),
+            }
+            finish(
+                trace,
+                {"answer": "".join(parts).strip(), "citations": _cited(prepared.citations)},
+                mode=prepared.mode,
+                found=prepared.retrieval.found,
+            )
+            yield last
+
+
+def _cited(citations: list[Any]) -> list[dict[str, Any]]:
+    return [{"number": c.number, "doc_id": c.doc_id, "score": c.score} for c in citations]
+
+
+def _finish(trace: AnswerTrace, answer: Answer) -> None:
+    finish(
+        trace,
+        {"answer": answer.answer, "citations": _cited(answer.citations)},
+        mode=answer.mode,
+        found=answer.found,
+    )
 
 
 def _check_model(request: ChatCompletionRequest) -> None:

@@ -100,6 +100,18 @@ class RagSettings(Settings):
     llm_timeout_s: float = Field(default=60.0, gt=0)
     llm_threads: int = Field(default=2, ge=1, description="CPU threads of the local LLM.")
 
+    rag_trace: bool = Field(
+        default=True,
+        description="Trace every answer in MLflow Tracing (retrieve, fuse, generate spans) "
+        "in the tracking store of MLFLOW_TRACKING_URI.",
+    )
+    rag_trace_experiment: str = Field(
+        default="lakeserve-rag", min_length=1, description="MLflow experiment of the traces."
+    )
+    rag_trace_sample: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Fraction of answers traced in MLflow."
+    )
+
     @field_validator("chroma_url", "llm_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

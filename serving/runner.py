@@ -133,6 +133,9 @@ def _deploy(schema: Any) -> None:
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(),
         proxy_location=schema.proxy_location,
+        # The proxies start with Serve and read tracing from here; replicas get the config's
+        # from the controller when it is deployed.
+        global_tracing_config=schema.tracing_config,
     )
     client.deploy_apps(schema, _blocking=False)
 

@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from lakeserve.api.errors import install_error_handlers
 from lakeserve.api.observe import Budget
 from lakeserve.api.openapi import install_openapi
-from lakeserve.api.requestlog import RequestIdMiddleware, RequestLog
+from lakeserve.api.requestlog import LogContextMiddleware, RequestIdMiddleware, RequestLog
 from lakeserve.api.routes import health, metrics, models, openai, predict, v2
 from lakeserve.api.routes import rag as rag_routes
 from rag.api import RagApi
 from rag.feedback import FeedbackStore
 from rag.schemas import ChatCompletionRequest, FeedbackRequest, QueryRequest
+from rag.tracing import FeedbackTraces
 from serving.host import ModelHost
 from serving.invocations import InvocationRequest
 from serving.v2 import InferRequest
@@ -36,13 +37,16 @@ def create_app(
     feedback: FeedbackStore | None = None,
     request_log: RequestLog | None = None,
     request_ids: bool = True,
+    feedback_traces: FeedbackTraces | None = None,
 ) -> FastAPI:
     """Build the API around a model host (and the RAG API and feedback store, when given).
 
     The app starts the host (first load, alias following) in its lifespan and stops it after.
     With `api_keys`, every route but health needs `Authorization: Bearer <key>`.
     `request_log` gets what was served (and is drained on shutdown); `request_ids` gives
-    every response an X-Request-Id (off inside Ray Serve, whose proxy does it).
+    every response an X-Request-Id (off inside Ray Serve, whose proxy does it); either way
+    every log line of a request carries it. `feedback_traces` attaches feedback to the rated
+    answers' MLflow traces.
     """
 
     watch = rag_routes.HealthWatch(rag) if rag is not None else None
@@ -74,8 +78,11 @@ def create_app(
     app.state.request_log = request_log
     app.state.rag_health = watch
     app.state.rag_budget = Budget(host.options.rag_max_concurrent)
+    app.state.feedback_traces = feedback_traces
+    app.state.background = set()  # tasks run after their response (routes.rag.in_background)
     install_error_handlers(app)
-    if request_ids:
+    app.add_middleware(LogContextMiddleware)
+    if request_ids:  # added last: runs first, so the log context sees the id it gives
         app.add_middleware(RequestIdMiddleware)
     for router in (health.router, v2.router, models.router, predict.router, metrics.router):
         app.include_router(router)

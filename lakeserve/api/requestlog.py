@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import structlog
+from starlette.requests import Request
+from structlog.contextvars import bound_contextvars
 
 from kernel.domain import Outside
 from lakehouse.requests import (
@@ -92,6 +94,24 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class LogContextMiddleware:
+    """Bind the request's id into structlog's context: every log line of the request has it.
+
+    Inside the app (after `RequestIdMiddleware`, or Serve's proxy, gave the request its id);
+    the streamed body of a response runs inside this call, so its lines have it too.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with bound_contextvars(request_id=request_id(Request(scope))):
+            await self.app(scope, receive, send)
 
 
 def features_type(schema: InputSchema) -> pa.StructType:

@@ -168,7 +168,7 @@ class SlowRag(FakeRag):
         super().__init__([chunk(1)])
         self.release = asyncio.Event()
 
-    async def query(self, request: QueryRequest) -> QueryResponse:
+    async def query(self, request: QueryRequest, request_id: str | None = None) -> QueryResponse:
         await self.release.wait()
         raise NotReady("released")
 

@@ -175,14 +175,16 @@ class FakeRag:
     async def models(self) -> ModelList:
         return ModelList(data=[])
 
-    async def query(self, request: QueryRequest) -> QueryResponse:
+    async def query(self, request: QueryRequest, request_id: str | None = None) -> QueryResponse:
         raise NotReady("RAG is not ready: the index is empty")
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletion:
+    async def chat(
+        self, request: ChatCompletionRequest, request_id: str | None = None
+    ) -> ChatCompletion:
         raise Upstream("LLM failed: ConnectError")
 
     async def chat_stream(
-        self, request: ChatCompletionRequest
+        self, request: ChatCompletionRequest, request_id: str | None = None
     ) -> AsyncIterator[ChatCompletionChunk]:
         for event in self.events:
             if isinstance(event, Exception):

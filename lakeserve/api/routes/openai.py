@@ -21,6 +21,7 @@ from lakeserve.api.deps import Authorized, BudgetDep, HostDep, RagDep, json_body
 from lakeserve.api.errors import INTERNAL, OPENAI_ERROR_RESPONSES, classify, error_body
 from lakeserve.api.observe import rag_call
 from lakeserve.api.openapi import raw_body
+from lakeserve.api.requestlog import request_id
 from lakeserve.api.routes.rag import recorder
 from rag.schemas import (
     MAX_QUESTION_CHARS,
@@ -65,9 +66,10 @@ async def chat_completions(
 ) -> Any:
     """OpenAI-compatible chat completion over the documents; `stream: true` gives SSE."""
     question = request.messages[-1].text()[:MAX_QUESTION_CHARS] if request.messages else None
+    ident = request_id(http)
     if not request.stream:
         done = recorder(http, "chat", question)
-        return await rag_call(host.metrics, "chat", rag.chat(request), budget, done)
+        return await rag_call(host.metrics, "chat", rag.chat(request, ident), budget, done)
     done = recorder(http, "chat_stream", question)
     started = time.perf_counter()
     # A stream holds its slot of the budget until its last event.
@@ -79,7 +81,7 @@ async def chat_completions(
             done(503, classify(exc).kind.type, time.perf_counter() - started, None)
         raise
     release = _once(budget.release)
-    events = rag.chat_stream(request)
+    events = rag.chat_stream(request, ident)
 
     def failed(status: int, error: str | None, elapsed: float, _: Any) -> None:
         if done is not None and status != 200:  # a stream that started is logged at its end

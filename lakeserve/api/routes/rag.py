@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,9 +13,10 @@ from lakeserve.api.deps import Authorized, BudgetDep, FeedbackDep, HostDep, RagD
 from lakeserve.api.errors import ERROR_RESPONSES
 from lakeserve.api.observe import Done, rag_call
 from lakeserve.api.openapi import raw_body
-from lakeserve.api.requestlog import RequestLog
+from lakeserve.api.requestlog import RequestLog, request_id
 from rag.api import RagApi
 from rag.schemas import FeedbackReceipt, FeedbackRequest, QueryRequest, QueryResponse, RagHealth
+from rag.tracing import FeedbackTraces
 
 HEALTH_TIMEOUT_S = 3.0
 HEALTH_EVERY_S = 2.0
@@ -86,7 +88,8 @@ async def rag_query(
 ) -> QueryResponse:
     """Answer a question from the documents, with numbered citations and stage timings."""
     done = recorder(http, "rag_query", request.question)
-    return await rag_call(host.metrics, "rag_query", rag.query(request), budget, done)
+    answer = rag.query(request, request_id(http))
+    return await rag_call(host.metrics, "rag_query", answer, budget, done)
 
 
 def recorder(http: Request, endpoint: str, question: str | None) -> Done | None:
@@ -98,11 +101,25 @@ def recorder(http: Request, endpoint: str, question: str | None) -> Done | None:
 @feedback.post(
     "/rag/feedback", response_model=FeedbackReceipt, status_code=201, openapi_extra=FEEDBACK_BODY
 )
-async def rag_feedback(request: Feedback, store: FeedbackDep, host: HostDep) -> FeedbackReceipt:
+async def rag_feedback(
+    request: Feedback, store: FeedbackDep, host: HostDep, http: Request
+) -> FeedbackReceipt:
     """Record a rating (and comment) of an answer in bronze.feedback.
 
-    Answers after the Delta commit: a 201 means the feedback is stored.
+    Answers after the Delta commit: a 201 means the feedback is stored. The rating is then
+    attached to the answer's MLflow trace in the background (best effort, never a failure).
     """
     receipt = await rag_call(host.metrics, "feedback", asyncio.to_thread(store.record, request))
     host.metrics.rag_feedback.labels(request.rating).inc()
+    traces: FeedbackTraces | None = http.app.state.feedback_traces
+    if traces is not None:
+        in_background(http, lambda: traces.attach(request, receipt.event_id))
     return receipt
+
+
+def in_background(http: Request, work: Callable[[], Any]) -> None:
+    """Run `work` in a thread after the response, holding no slot of the replica."""
+    pending: set[asyncio.Task[Any]] = http.app.state.background
+    task = asyncio.get_running_loop().create_task(asyncio.to_thread(work))
+    pending.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(pending.discard)
