@@ -285,7 +285,7 @@ class FeedbackTraces:
         deadline = time.monotonic() + self.wait_s
         while True:
             found = mlflow.MlflowClient(self.tracer.tracking.uri).search_traces(
-                experiment_ids=[str(self.tracer.experiment_id)],
+                locations=[str(self.tracer.experiment_id)],
                 filter_string=query,
                 max_results=1,
                 include_spans=False,
