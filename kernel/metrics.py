@@ -17,7 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 __all__ = ["CONTENT_TYPE", "MetricSet", "Series", "TwinMetric", "status_class"]
 
@@ -101,6 +108,9 @@ class MetricSet:
     """
 
     def __init__(self, export: bool = False) -> None:
+        # No `*_created` series: a counter's start time doubles every series and says nothing
+        # rate() does not (process-wide switch of prometheus_client; every set wants it off).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self._export = export
         self._gauges: list[TwinMetric] = []

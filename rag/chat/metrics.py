@@ -2,33 +2,35 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
+
+from kernel.metrics import MetricSet
 
 _FIRST_EVENT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
 
 
-class ChatMetrics:
+class ChatMetrics(MetricSet):
     """Questions by outcome, time to the first event, feedback by rating and outcome."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.questions = Counter(
+        super().__init__()
+        self.questions = self.make(
+            Counter,
             "lakeserve_chat_questions",
             "Questions asked, by outcome (answered, not_found, error).",
             ["outcome"],
-            registry=self.registry,
         )
-        self.first_event = Histogram(
+        self.first_event = self.make(
+            Histogram,
             "lakeserve_chat_first_event_seconds",
             "Time from question to the API's first event (sources known).",
             buckets=_FIRST_EVENT_BUCKETS,
-            registry=self.registry,
-        )
-        self.feedback = Counter(
+        ).labels()
+        self.feedback = self.make(
+            Counter,
             "lakeserve_chat_feedback",
             "Feedback sent, by rating and outcome (stored, error).",
             ["rating", "outcome"],
-            registry=self.registry,
         )
 
     def serve(self, host: str, port: int) -> None:
