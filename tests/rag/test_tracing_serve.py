@@ -59,6 +59,7 @@ class Traced:
 
     request_id: str
     otel_trace_id: str
+    client_span_id: str
     body: dict[str, Any]
     experiment_id: str
     trace: Trace
@@ -68,12 +69,12 @@ class Traced:
 @pytest.fixture(scope="module")
 def traced(platform: Platform) -> Traced:
     request_id = f"trace-test-{secrets.token_hex(6)}"
-    otel_trace_id = secrets.token_hex(16)
+    otel_trace_id, client_span_id = secrets.token_hex(16), secrets.token_hex(8)
     # A sampled parent: Serve traces this request whatever its sampling ratio.
     headers = {
         "Authorization": f"Bearer {KEY}",
         "X-Request-Id": request_id,
-        "traceparent": f"00-{otel_trace_id}-{secrets.token_hex(8)}-01",
+        "traceparent": f"00-{otel_trace_id}-{client_span_id}-01",
     }
     response = httpx.post(
         f"{platform.url}/rag/query", json={"question": QUESTION}, headers=headers, timeout=180
@@ -86,7 +87,7 @@ def traced(platform: Platform) -> Traced:
     found = eventually(
         lambda: (
             client.search_traces(
-                experiment_ids=[experiment.experiment_id],
+                locations=[experiment.experiment_id],
                 filter_string=f"trace.client_request_id = '{request_id}'",
             )
             or None
@@ -94,7 +95,13 @@ def traced(platform: Platform) -> Traced:
     )
     assert len(found) == 1
     return Traced(
-        request_id, otel_trace_id, response.json(), experiment.experiment_id, found[0], uri
+        request_id,
+        otel_trace_id,
+        client_span_id,
+        response.json(),
+        experiment.experiment_id,
+        found[0],
+        uri,
     )
 
 
@@ -170,10 +177,12 @@ def test_the_mlflow_ui_shows_the_trace_with_its_spans(traced: Traced) -> None:
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(url)
-            for name in ("rag_answer", "retrieve", "fuse", "generate"):
-                expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "mlflow-rag-trace.png"), full_page=True)
+            try:
+                for name in ("rag_answer", "retrieve", "fuse", "generate"):
+                    expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+            finally:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "mlflow-rag-trace.png"), full_page=True)
         finally:
             browser.close()
 
@@ -214,11 +223,14 @@ def test_one_otel_trace_covers_the_ingress_the_rag_server_and_our_stages(
             span = parent
         return names
 
-    ingress = found["replica_handle_request ModelServer __call__"]
-    assert ingress["attributes"]["request_id"] == traced.request_id
+    # HAProxy forwards to the ingress replica directly (no proxy span): FastAPI's request span
+    # is the platform's first, a child of the client's span from `traceparent`.
+    ingress = found["POST /rag/query"]
+    assert ingress["parent_id"] == f"0x{traced.client_span_id}"
     rag = found["replica_handle_request RagServer query"]
+    assert rag["attributes"]["request_id"] == traced.request_id
     assert "rag.call query" in ancestors(rag)
-    assert ancestors(rag)[-1] == ingress["name"]
+    assert ancestors(rag)[-1] == "POST /rag/query"
     for stage in ("rag.retrieve", "rag.fuse", "rag.generate"):
         assert ancestors(found[stage])[:2] == ["rag.answer", rag["name"]], stage
     assert found["rag.answer"]["attributes"]["answer_id"] == traced.body["id"]
