@@ -24,10 +24,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kernel.logs import LogSettings, configure_logging
 from kernel.settings import TrackingSettings
+from lakehouse.settings import LakehouseSettings
+from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
 from rag.chain import RagChain
+from rag.feedback import FeedbackStore
 from rag.retrieval import HybridRetriever, Tuning
-from rag.schemas import FeedbackRequest, QueryRequest
+from rag.schemas import ChatCompletionChunk, ChatCompletionRequest, FeedbackRequest, QueryRequest
 from rag.service import RagService
 from rag.settings import RagSettings
 from rag.store import Index
@@ -212,3 +215,50 @@ def test_every_log_line_of_a_request_carries_its_request_id(
     assert degraded[0]["answer_id"].startswith("rag-")
     failed = [e for e in lines if e["event"] == "stream failed"]
     assert [e["request_id"] for e in failed] == ["r-5"]
+
+
+def test_a_streamed_answer_is_traced_under_its_completion_id(
+    service: RagService, tracking: TrackingSettings
+) -> None:
+    service.tracer = AnswerTracer(service.settings, tracking)
+    assert service.tracer.connect()
+    request = ChatCompletionRequest(
+        model="lakeserve-rag", messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
+
+    async def collect() -> list[ChatCompletionChunk]:
+        return [c async for c in service.chat_stream(request, request_id="req-6")]
+
+    chunks = asyncio.run(collect())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    [traced] = mlflow.search_traces(
+        locations=[str(service.tracer.experiment_id)],
+        filter_string="trace.client_request_id = 'req-6'",
+        return_type="list",
+        flush=True,
+    )
+    assert traced.info.tags[ANSWER_ID_TAG] == chunks[0].id
+    assert traced.info.tags["lakeserve.endpoint"] == "chat_stream"
+    named = {span.name: span for span in traced.data.spans}
+    assert set(named) == {"rag_answer", "retrieve", "fuse", "generate"}
+    assert named["generate"].outputs == text.strip()
+    assert named["rag_answer"].outputs["answer"] == text.strip()
+
+
+def test_feedback_is_201_when_mlflow_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    traces = FeedbackTraces(RagSettings(home=tmp_path), TrackingSettings(tracking_timeout_s=0.5))
+    host, _ = fake_host()
+    store = FeedbackStore(Lakehouse(LakehouseSettings(home=tmp_path)))
+    app = create_app(host, rag=FakeRag([]), feedback=store, feedback_traces=traces)
+    event = {"answer_id": "chatcmpl-1", "rating": "up", "question": "q", "answer": "a"}
+    with TestClient(app) as client:
+        started = time.monotonic()
+        response = client.post("/rag/feedback", json=event)
+        assert response.status_code == 201, response.text
+        assert time.monotonic() - started < 2  # the attach runs after the response
+        pending = list(app.state.background)
+    assert response.json()["answer_id"] == "chatcmpl-1"
+    assert all(task.done() for task in pending)
