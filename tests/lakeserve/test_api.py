@@ -378,7 +378,10 @@ def test_values_outside_the_training_domain_are_answered_with_warnings_and_count
         "out_of_domain_columns": "trip_distance,passenger_count,rate_code",
     }
     text = client.get("/metrics").text
-    counted = 'lakeserve_model_out_of_domain_values_total{feature="passenger_count",model="fare",version="3"}'
+    counted = (
+        "lakeserve_model_out_of_domain_values_total"
+        '{feature="passenger_count",model="fare",version="3"}'
+    )
     assert f"{counted} 2.0" in text
     assert 'feature="is_airport"' not in text
 
