@@ -20,7 +20,7 @@ CHECKOV_VERSION := 3.3.30
 SHELLCHECK_VERSION := 0.11.0.1
 KUBERAY_TAG := v1.7.0
 
-.PHONY: demo test test-unit test-image lint lock lock-airflow install clean browser tools crds k8s-sync airflow bench-peers
+.PHONY: demo test test-unit test-image lint lock lock-airflow install clean browser tools crds k8s-sync airflow bench-peers prometheus
 
 install: $(STAMP)
 
@@ -55,7 +55,7 @@ demo: $(STAMP)
 	$(BIN)/lakeserve chat & chat=$$!; trap 'kill $$chat 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/lakeserve serve $(SERVE_FLAGS)
 
-test: lint browser tools crds airflow
+test: lint browser tools crds airflow prometheus
 	$(BIN)/python -m pytest
 
 # The fast tier: no servers, no browser, no Ray (tests not marked `integration`).
@@ -124,9 +124,22 @@ crds:
 # Regenerate what k8s/ derives from the code (the tests fail when it is stale).
 k8s-sync: $(STAMP)
 	$(BIN)/python -m serving.kube
+	$(BIN)/python -m lakeserve.observability.rules
+	$(BIN)/python -m lakeserve.observability.dashboards
 	{ head -3 k8s/jobs/train-job.yaml; $(BIN)/lakeserve train submit --dry-run \
 		--config training/configs/fare-hgb.yaml --name train-fare-hgb; } > k8s/jobs/train-job.yaml.new
 	mv k8s/jobs/train-job.yaml.new k8s/jobs/train-job.yaml
+
+# promtool (`promtool check/test rules`, tests/k8s/test_rules.py) from Debian's prometheus, and
+# its Pushgateway for live checks. Without systemd, their postinst starts both services through
+# invoke-rc.d (Prometheus on :9090) unless a policy-rc.d forbids it: stop and disable them.
+prometheus:
+	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+		prometheus prometheus-pushgateway >/dev/null && \
+		for service in prometheus prometheus-pushgateway; do \
+			$(SUDO) invoke-rc.d $$service stop >/dev/null 2>&1; \
+			$(SUDO) update-rc.d $$service disable >/dev/null 2>&1; true; done; }
 
 # The browser tests drive Debian's Chromium with Playwright (never `playwright install`).
 browser:
