@@ -532,7 +532,8 @@ def test_podmonitors_scrape_every_annotated_pod_and_keep_lakeserve_names() -> No
             "scrape-configs.yaml"
         ]
     )
-    [plain] = scrape
+    # The pods' job (the other, lakeserve-pushgateway, scrapes a Service outside Lakeserve).
+    [plain] = [job for job in scrape if job["job_name"] == "lakeserve-pods"]
     pods = []  # (namespace, labels, port name of the prometheus.io/port annotation)
     for obj in objects:
         for template in pod_templates(obj):
