@@ -24,8 +24,8 @@ from lakeserve.api.requestlog import RequestLog
 from rag.api import RagHandle
 from rag.deployment import RagServer
 from rag.feedback import FeedbackStore
+from rag.ratings import FeedbackTraces
 from rag.settings import RagSettings
-from rag.tracing import FeedbackTraces
 from serving.host import ModelHost
 from serving.metrics import ServingMetrics
 from serving.model import MlflowRegistry

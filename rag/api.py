@@ -112,12 +112,15 @@ class RagHandle:
         self, request: ChatCompletionRequest, request_id: str | None = None
     ) -> AsyncIterator[ChatCompletionChunk]:
         # Started in the current context (Serve's request span), never made current: this
-        # generator's yields resume in the response's task.
+        # generator's yields resume in the response's task. It covers the whole stream.
         call = start_span("rag.call chat_stream", kind=trace.SpanKind.CLIENT, request_id=request_id)
-        with trace.use_span(call, end_on_exit=True):
-            stream = self.handle.options(stream=True).chat_stream.remote(request, request_id)
         try:
+            with trace.use_span(call):
+                stream = self.handle.options(stream=True).chat_stream.remote(request, request_id)
             async for chunk in stream:
                 yield chunk
         except Exception as exc:
+            call.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
             raise _unwrap(exc) from exc
+        finally:
+            call.end()

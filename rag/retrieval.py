@@ -21,6 +21,9 @@ from rag.tracing import stage
 log = structlog.get_logger(__name__)
 
 DOCUMENT_CHARS = 700  # of each document in a trace: what the prompt gives the LLM (chain.py)
+# Of each candidate in the retrieve stage's trace: 2 x candidates of them per answer, so a
+# snippet to recognise it by; the fused sources keep DOCUMENT_CHARS.
+SNIPPET_CHARS = 120
 RRF_K = 60  # the constant of Cormack et al.; damps the weight of the very first ranks
 MODES = ("hybrid", "vector", "bm25")
 Filters = Mapping[str, Any]
@@ -196,12 +199,16 @@ class KeywordIndex:
 
 
 def documents(ranked: Sequence[tuple[StoredChunk, float]], source: str) -> list[dict[str, Any]]:
-    """Describe ranked chunks as MLflow RETRIEVER outputs (page_content, metadata, id)."""
+    """Describe ranked chunks as MLflow RETRIEVER outputs: id, title, score and a snippet."""
     return [
         {
             "id": chunk.id,
-            "page_content": chunk.text[:DOCUMENT_CHARS],
-            "metadata": {"doc_id": chunk.metadata.get(DOC_ID, chunk.id), source: score},
+            "page_content": chunk.text[:SNIPPET_CHARS],
+            "metadata": {
+                "doc_id": chunk.metadata.get(DOC_ID, chunk.id),
+                "title": chunk.metadata.get("title"),
+                source: score,
+            },
         }
         for chunk, score in ranked
     ]

@@ -281,7 +281,7 @@ class FeedbackRequest(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "answer_id": "chatcmpl-3f2a",
+                    "answer_id": "chatcmpl-3f2a9c0d4e5b4a1f8c7d6e5f4a3b2c1d",
                     "rating": "up",
                     "comment": "Exactly what I needed",
                     "question": "How do I pretty-print JSON?",
@@ -300,7 +300,11 @@ class FeedbackRequest(BaseModel):
         description="Client-chosen id of this event, so a retried call can be recognised.",
     )
     answer_id: str = Field(
-        min_length=1, max_length=128, description="The rated answer: its chat completion id."
+        min_length=1,
+        max_length=128,
+        description="The rated answer's `id`: rag-<32 hex> from /rag/query, chatcmpl-<32 hex> "
+        "from /v1/chat/completions. Any id is stored; only these are attached to the "
+        "answer's MLflow trace.",
     )
     request_id: str | None = Field(
         default=None,

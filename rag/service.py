@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import structlog
@@ -196,24 +197,25 @@ class RagService:
 
     async def chat_stream(
         self, request: ChatCompletionRequest, request_id: str | None = None
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         """Yield chat.completion.chunk objects: citations first, then tokens, then the finish."""
         _check_model(request)
         ident = f"chatcmpl-{uuid.uuid4().hex}"
-        chunks = self._chat_stream(request, ident, request_id)
-        # Bound around each step, never across a yield: a stream's consumer may resume it
-        # from another task (Starlette's response), where a reset across yields would fail.
-        while True:
-            with bound_contextvars(request_id=request_id, answer_id=ident):
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-            yield chunk
+        # Closed with this generator (a client gone midway): the answer's spans end then.
+        async with contextlib.aclosing(self._chat_stream(request, ident, request_id)) as chunks:
+            # Bound around each step, never across a yield: a stream's consumer may resume it
+            # from another task (Starlette's response), where a reset across yields would fail.
+            while True:
+                with bound_contextvars(request_id=request_id, answer_id=ident):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        return
+                yield chunk
 
     async def _chat_stream(
         self, request: ChatCompletionRequest, ident: str, request_id: str | None
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncGenerator[ChatCompletionChunk, None]:
         query = request.as_query()
         chain = self._ready_chain()
         history = history_messages([(t.role, t.content) for t in query.history])

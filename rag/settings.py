@@ -109,7 +109,13 @@ class RagSettings(Settings):
         default="lakeserve-rag", min_length=1, description="MLflow experiment of the traces."
     )
     rag_trace_sample: float = Field(
-        default=1.0, ge=0.0, le=1.0, description="Fraction of answers traced in MLflow."
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of answers traced in MLflow. Independent of the OpenTelemetry "
+        "sampling of Serve's tracing_config (sampling_ratio, or a client's sampled "
+        "traceparent): an answer may have an MLflow trace and no exported spans, or the "
+        "reverse.",
     )
 
     @field_validator("chroma_url", "llm_base_url")

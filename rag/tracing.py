@@ -9,6 +9,12 @@ across the yields of a streamed answer.
 Tracing never fails or slows an answer: MLflow is only used once its /health answered (checked
 off the request path), spans live in memory until the answer ends, and MLflow exports them from
 its own worker threads (async trace logging). Anything MLflow raises is logged and dropped.
+
+MLflow's traces go to the tracking store whatever OTEL_EXPORTER_OTLP_* says: MLflow 3 would
+otherwise send them only to that OTLP endpoint (Serve's spans use it, serving/tracing.py), so
+`connect()` sets MLflow's trace destination to the experiment explicitly. The answer's request
+id is its tag lakeserve.request_id (`request_filter`), and also MLflow's client_request_id when
+it fits MLflow's column (50 characters).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
-import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,7 +32,6 @@ from opentelemetry import trace as otel
 
 from kernel.settings import TrackingSettings
 from kernel.tracing import set_attributes, start_span, trace_id
-from rag.schemas import FeedbackRequest
 from rag.settings import RagSettings
 
 log = structlog.get_logger(__name__)
@@ -35,7 +39,8 @@ log = structlog.get_logger(__name__)
 ANSWER_ID_TAG = "lakeserve.answer_id"
 OTEL_TRACE_TAG = "lakeserve.otel_trace_id"
 ENDPOINT_TAG = "lakeserve.endpoint"
-FEEDBACK_NAME = "user_rating"
+REQUEST_ID_TAG = "lakeserve.request_id"
+MAX_CLIENT_REQUEST_ID = 50  # MLflow's trace_info.client_request_id is String(50)
 RECONNECT_S = 30.0
 PREVIEW_CHARS = 1000
 _CURRENT: ContextVar[AnswerTrace | None] = ContextVar("lakeserve_answer_trace", default=None)
@@ -83,11 +88,11 @@ class AnswerTrace:
         self, name: str, span_type: str, inputs: Any = None, **attributes: Any
     ) -> Iterator[Stage]:
         """Run one stage in a child span of this answer (both trees)."""
-        import mlflow
-
         span = start_span(f"rag.{name}", self.span, **attributes)
         child = None
         if self.mlflow_span is not None:
+            import mlflow  # only once traced: MLflow is imported by then, off the loop
+
             child = _quietly(
                 mlflow.start_span_no_context,
                 name,
@@ -147,23 +152,33 @@ class AnswerTracer:
         self.tracking = tracking or TrackingSettings()
         self.experiment_id: str | None = None
         self._stopped = threading.Event()
+        self._lock = threading.Lock()
         self._warned = False
 
     def connect(self) -> bool:
-        """Point MLflow at the tracking store and resolve the experiment; True on success."""
-        if not self.settings.rag_trace or self.experiment_id is not None:
-            return self.experiment_id is not None
+        """Point MLflow at the tracking store and resolve the experiment; True on success.
+
+        Safe from several threads at once: one connects, the others wait for its outcome.
+        """
+        if not self.settings.rag_trace:
+            return False
+        with self._lock:
+            return self.experiment_id is not None or self._connect()
+
+    def _connect(self) -> bool:
         from kernel.tracking import TrackingStore  # mlflow: imported only where it is used
 
         store = TrackingStore(self.tracking)
         try:
             store.connect()
-            self.experiment_id = store.experiment(self.settings.rag_trace_experiment)
+            experiment_id = store.experiment(self.settings.rag_trace_experiment)
+            _export_to(experiment_id)
         except Exception as exc:  # TrackingUnavailable or any other: keep answering untraced
             if not self._warned:
                 log.warning("rag answers are not traced in MLflow yet", error=str(exc)[:300])
                 self._warned = True
             return False
+        self.experiment_id = experiment_id
         log.info(
             "rag answers traced in MLflow",
             experiment=self.settings.rag_trace_experiment,
@@ -199,12 +214,14 @@ class AnswerTracer:
             "rag.answer", answer_id=answer_id, request_id=request_id, endpoint=endpoint
         )
         tags = {ANSWER_ID_TAG: answer_id, ENDPOINT_TAG: endpoint}
+        if request_id:
+            tags[REQUEST_ID_TAG] = request_id
         otel_id = trace_id(span)
         if otel_id is not None and span.is_recording():
             tags[OTEL_TRACE_TAG] = otel_id
         current = AnswerTrace(answer_id, request_id, span, tags=tags)
         if self._sampled():
-            current.mlflow_span = self._open(question, endpoint)
+            current.mlflow_span = self._open(question, endpoint, dict(tags))
         try:
             yield current
         except BaseException as exc:
@@ -216,7 +233,7 @@ class AnswerTracer:
         finally:
             span.end()
 
-    def _open(self, question: str, endpoint: str) -> Any | None:
+    def _open(self, question: str, endpoint: str, tags: dict[str, str]) -> Any | None:
         import mlflow
         from mlflow.entities import SpanType
 
@@ -226,6 +243,7 @@ class AnswerTracer:
             span_type=SpanType.CHAIN,
             inputs={"question": question},
             attributes={"endpoint": endpoint},
+            tags=tags,
             experiment_id=self.experiment_id,
         )
 
@@ -233,27 +251,58 @@ class AnswerTracer:
         root = current.mlflow_span
         if root is None:
             return
-        # `update_current_trace` (client request id, tags, previews) acts on the active span;
-        # the root is detached, so make it active for this synchronous block only.
-        import mlflow
-        from mlflow.tracing.provider import with_active_span
-
-        def close() -> None:
+        try:
+            _quietly(_tag, root, current.tags)
             text = answer.get("answer", "") if isinstance(answer, dict) else ""
-            with with_active_span(root):
-                mlflow.update_current_trace(
-                    client_request_id=current.request_id,
-                    tags=current.tags,
-                    response_preview=text[:PREVIEW_CHARS] or None,
-                )
+            client_id = current.request_id
+            if client_id is not None and len(client_id) > MAX_CLIENT_REQUEST_ID:
+                client_id = None  # found by its tag only (see request_filter)
+            _quietly(_identify, root, client_id, text[:PREVIEW_CHARS] or None)
+        finally:
+            # Whatever failed above, the trace ends: an unended trace is never exported.
             if error is None:
-                root.end(outputs=answer)
+                _quietly(root.end, outputs=answer)
             else:
-                root.end(
-                    outputs={"error": f"{type(error).__name__}: {error}"[:300]}, status="ERROR"
-                )
+                outputs = {"error": f"{type(error).__name__}: {error}"[:300]}
+                _quietly(root.end, outputs=outputs, status="ERROR")
 
-        _quietly(close)
+
+def _export_to(experiment_id: str) -> None:
+    """Send MLflow's traces to the experiment in the tracking store, never to OTLP alone."""
+    import mlflow
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+
+    mlflow.tracing.set_destination(MlflowExperimentLocation(experiment_id=experiment_id))
+
+
+def _tag(root: Any, tags: dict[str, str]) -> None:
+    """Set the answer's tags (those of its outcome are known only now) on its live trace."""
+    import mlflow
+
+    for key, value in tags.items():
+        mlflow.set_trace_tag(root.trace_id, key, value)  # in memory while the trace is live
+
+
+def _identify(root: Any, client_request_id: str | None, preview: str | None) -> None:
+    """Set the trace's client request id and response preview (MLflow's own fields).
+
+    Only `update_current_trace` sets them, and it acts on the active span: the root is
+    detached, so it is made active for this synchronous block by MLflow's private helper. If
+    that fails, the trace loses these two fields only: it is found by its tags.
+    """
+    import mlflow
+    from mlflow.tracing.provider import with_active_span
+
+    if client_request_id is None and preview is None:
+        return
+    with with_active_span(root):
+        mlflow.update_current_trace(client_request_id=client_request_id, response_preview=preview)
+
+
+def request_filter(request_id: str) -> str:
+    """Return the MLflow search filter of the traces of one request id (its tag)."""
+    quoted = request_id.replace("\\", "").replace("'", "")
+    return f"tag.`{REQUEST_ID_TAG}` = '{quoted}'"
 
 
 def finish(current: AnswerTrace, answer: dict[str, Any], **tags: Any) -> None:
@@ -261,72 +310,6 @@ def finish(current: AnswerTrace, answer: dict[str, Any], **tags: Any) -> None:
     current.result = answer
     current.tags.update({f"lakeserve.{k}": str(v) for k, v in tags.items() if v is not None})
     set_attributes(current.span, **tags)
-
-
-class FeedbackTraces:
-    """Attaches users' ratings to the MLflow traces of the answers they rate."""
-
-    def __init__(
-        self,
-        settings: RagSettings,
-        tracking: TrackingSettings | None = None,
-        wait_s: float = 15.0,
-    ) -> None:
-        self.tracer = AnswerTracer(settings, tracking)
-        self.wait_s = wait_s
-
-    def find(self, answer_id: str) -> str | None:
-        """Return the MLflow trace id of an answer, waiting a little for its async export."""
-        import mlflow
-
-        if not self.tracer.connect():
-            return None
-        query = f"tag.`{ANSWER_ID_TAG}` = '{answer_id.replace(chr(39), '')}'"
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            found = mlflow.MlflowClient(self.tracer.tracking.uri).search_traces(
-                locations=[str(self.tracer.experiment_id)],
-                filter_string=query,
-                max_results=1,
-                include_spans=False,
-            )
-            if found:
-                return str(found[0].info.trace_id)
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.5)
-
-    def attach(self, request: FeedbackRequest, event_id: str) -> str | None:
-        """Log the rating as HUMAN feedback on the answer's trace; return the trace id.
-
-        Never raises: the Delta commit of the feedback is the record; this is its echo.
-        """
-        import mlflow
-        from mlflow.entities import AssessmentSource, AssessmentSourceType
-
-        try:
-            trace_id = self.find(request.answer_id)
-            if trace_id is None:
-                log.warning("no MLflow trace for the rated answer", answer_id=request.answer_id)
-                return None
-            mlflow.log_feedback(
-                trace_id=trace_id,
-                name=FEEDBACK_NAME,
-                value=request.rating == "up",
-                rationale=request.comment,
-                source=AssessmentSource(
-                    source_type=AssessmentSourceType.HUMAN, source_id=request.client
-                ),
-                metadata={"event_id": event_id, "rating": request.rating},
-            )
-        except Exception as exc:
-            log.warning(
-                "feedback not attached to its MLflow trace",
-                answer_id=request.answer_id,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
-            return None
-        return trace_id
 
 
 def _quietly(action: Any, *args: Any, **kwargs: Any) -> Any:

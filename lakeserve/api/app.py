@@ -17,8 +17,8 @@ from lakeserve.api.routes import health, metrics, models, openai, predict, v2
 from lakeserve.api.routes import rag as rag_routes
 from rag.api import RagApi
 from rag.feedback import FeedbackStore
+from rag.ratings import FeedbackTraces
 from rag.schemas import ChatCompletionRequest, FeedbackRequest, QueryRequest
-from rag.tracing import FeedbackTraces
 from serving.host import ModelHost
 from serving.invocations import InvocationRequest
 from serving.v2 import InferRequest
@@ -65,6 +65,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await host.stop()
+        if feedback_traces is not None:
+            feedback_traces.stop()
         if request_log is not None:
             await asyncio.to_thread(request_log.close)
 
@@ -79,7 +81,6 @@ def create_app(
     app.state.rag_health = watch
     app.state.rag_budget = Budget(host.options.rag_max_concurrent)
     app.state.feedback_traces = feedback_traces
-    app.state.background = set()  # tasks run after their response (routes.rag.in_background)
     install_error_handlers(app)
     app.add_middleware(LogContextMiddleware)
     if request_ids:  # added last: runs first, so the log context sees the id it gives

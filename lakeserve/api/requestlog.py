@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import structlog
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from structlog.contextvars import bound_contextvars
 
@@ -54,14 +55,31 @@ _ARROW = {
     "string": pa.string(),
 }
 _CITED = re.compile(r"\[(\d{1,3})\]")
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 _OUTCOMES = ("written", "dropped", "rejected", "lost")
 
 
 def request_id(request: Any) -> str:
-    """The request's id: the client's X-Request-Id, or the one Ray Serve (or
-    `RequestIdMiddleware`) gave it."""
-    value: str | None = request.headers.get(REQUEST_ID_HEADER)
-    return value or request.scope.setdefault("state", {}).setdefault("request_id", _new_id())
+    """The request's id: the client's X-Request-Id cleaned (`clean_id`), or a new one.
+
+    Decided once per request (kept in its scope), so every log line, span and trace of the
+    request, and the X-Request-Id of its response (`RequestIdMiddleware`), carry the same id.
+    """
+    state = request.scope.setdefault("state", {})
+    ident: str | None = state.get("request_id")
+    if ident is None:
+        ident = state["request_id"] = clean_id(request.headers.get(REQUEST_ID_HEADER)) or _new_id()
+    return ident
+
+
+def clean_id(value: str | bytes | None) -> str | None:
+    """Return a client's request id as printable ASCII of at most MAX_ID_CHARS; None if empty.
+
+    Everything else is dropped: Starlette decodes headers as latin-1 and Ray as UTF-8, so only
+    ASCII reads the same on both sides, and a short id fits MLflow's and the logs' columns.
+    """
+    text = value.decode("latin-1") if isinstance(value, bytes) else value or ""
+    return _UNPRINTABLE.sub("", text)[:MAX_ID_CHARS] or None
 
 
 def _new_id() -> str:
@@ -69,31 +87,47 @@ def _new_id() -> str:
 
 
 class RequestIdMiddleware:
-    """Give every request an X-Request-Id (the client's, or a new one) and return it.
+    """Give every request a clean X-Request-Id (`clean_id` of the client's, or a new one).
 
-    Ray Serve does this itself in front of its replicas (in both proxy modes), so the platform
-    app uses this only when it runs outside Serve.
+    The request's header is replaced by the clean id, so the app (and Ray Serve's own request
+    metadata and logs) only ever see that one; `respond` also returns it on the response.
+    Outside Serve the app adds this with `respond`; inside, `ray_middlewares` puts it in front
+    of Ray's own middleware, which returns the (clean) id itself.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, respond: bool = True) -> None:
         self.app = app
+        self.respond = respond
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        key = REQUEST_ID_HEADER.encode()
         headers = scope["headers"]
-        given = next((v for k, v in headers if k == REQUEST_ID_HEADER.encode()), None)
-        if given is None:
-            given = _new_id().encode()
-            scope["headers"] = [*headers, (REQUEST_ID_HEADER.encode(), given)]
+        given = next((v for k, v in headers if k == key), None)
+        ident = (clean_id(given) or _new_id()).encode()
+        if ident != given:
+            scope["headers"] = [*(h for h in headers if h[0] != key), (key, ident)]
+        if not self.respond:
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", given)]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", ident)]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def ray_middlewares() -> list[Middleware]:
+    """The HTTP middlewares of Ray Serve's ingress (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH).
+
+    Ray wraps its own request-id middleware in these, so the client's X-Request-Id is cleaned
+    before Ray reads it: Ray's logs, the response header and ours agree.
+    """
+    return [Middleware(RequestIdMiddleware, respond=False)]
 
 
 class LogContextMiddleware:

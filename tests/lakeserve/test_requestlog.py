@@ -20,7 +20,13 @@ from lakehouse.requests import LOGS, PREDICTIONS, RAG_REQUESTS, refresh_silver
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
-from lakeserve.api.requestlog import RequestLog, _outputs
+from lakeserve.api.requestlog import (
+    RequestIdMiddleware,
+    RequestLog,
+    _outputs,
+    clean_id,
+    ray_middlewares,
+)
 from rag.chain import RagChain
 from rag.feedback import FEEDBACK, FeedbackStore
 from rag.service import RagService
@@ -233,3 +239,32 @@ def test_the_request_log_is_json_safe_for_predictions_that_are_not_one_number() 
         {"prediction_json": '"a"'}, {"prediction_json": '"b"'},
     ]  # fmt: skip
     assert _outputs(np.array([1.0]), 2) is None
+
+
+def test_a_client_request_id_is_cleaned_to_printable_ascii_of_200_chars() -> None:
+    assert clean_id("req-1") == "req-1"
+    assert clean_id("r" * 300) == "r" * 200
+    assert clean_id("réq 1\t") == "rq1"
+    assert clean_id("réq".encode()) == "rq"  # raw UTF-8 header bytes
+    assert clean_id("ü") is None and clean_id(None) is None
+
+
+def test_the_response_carries_the_request_id_the_app_logged(tmp_path: Path) -> None:
+    client, _, lake = platform(tmp_path)
+    with client:
+        long = client.post(
+            "/rag/query", json={"question": "q"}, headers={"X-Request-Id": "x" * 300}
+        )
+        unusable = client.post(
+            "/rag/query", json={"question": "q"}, headers={b"X-Request-Id": b"\xc3\xbc"}
+        )
+    assert long.headers["x-request-id"] == "x" * 200
+    assert re.fullmatch(r"[0-9a-f]{32}", unusable.headers["x-request-id"])
+    assert len(unusable.headers.get_list("x-request-id")) == 1
+    logged = {r["request_id"] for r in rows(lake, RAG_REQUESTS)}
+    assert logged == {"x" * 200, unusable.headers["x-request-id"]}
+
+
+def test_ray_gets_the_cleaning_middleware_without_a_second_response_header() -> None:
+    [middleware] = ray_middlewares()
+    assert middleware.cls is RequestIdMiddleware and middleware.kwargs == {"respond": False}

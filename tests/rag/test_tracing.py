@@ -1,5 +1,6 @@
 """Traces of RAG answers in process: OpenTelemetry spans (in-memory exporter), MLflow traces on a
-sqlite tracking store, feedback attached, and MLflow down costing no answer; request ids in logs.
+sqlite tracking store (also with an OTLP endpoint set), feedback attached, and MLflow down
+costing no answer; clean request ids in logs, responses and traces.
 
 The retriever is the real HybridRetriever over embedded Chroma (a fake embedding function: no
 model download); the real platform is tested in tests/rag/test_tracing_serve.py.
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Iterator
+import logging
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import mlflow.tracing.provider
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from opentelemetry import trace
@@ -24,17 +29,22 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from kernel.logs import LogSettings, configure_logging
 from kernel.settings import TrackingSettings
-from lakehouse.settings import LakehouseSettings
-from lakehouse.tables import Lakehouse
 from lakeserve.api.app import create_app
+from rag.api import RagHandle
 from rag.chain import RagChain
-from rag.feedback import FeedbackStore
-from rag.retrieval import HybridRetriever, Tuning
+from rag.ratings import FEEDBACK_NAME, FeedbackTraces
+from rag.retrieval import SNIPPET_CHARS, HybridRetriever, Tuning
 from rag.schemas import ChatCompletionChunk, ChatCompletionRequest, FeedbackRequest, QueryRequest
 from rag.service import RagService
 from rag.settings import RagSettings
 from rag.store import Index
-from rag.tracing import ANSWER_ID_TAG, FEEDBACK_NAME, AnswerTracer, FeedbackTraces
+from rag.tracing import (
+    ANSWER_ID_TAG,
+    REQUEST_ID_TAG,
+    AnswerTrace,
+    AnswerTracer,
+    request_filter,
+)
 from tests.utils.fakes import FakeRag, RecordingChatModel, chunk, fake_host
 from tests.utils.processes import free_port
 
@@ -48,15 +58,30 @@ QUESTION = "How do I serialize an object to JSON?"
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
-    """The process's tracer provider (set once, as Ray Serve does) exporting to memory."""
+    """A tracer provider exporting to memory, set globally as Ray Serve does; the process's
+    previous one is put back after (OpenTelemetry allows one global set: its private globals)."""
     exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
+    previous, once = trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE
+    provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, type(once)()
+    trace.set_tracer_provider(provider)
     yield exporter
-    exporter.shutdown()
+    provider.shutdown()
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = previous, once
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    """JSON log lines (kernel.logs), the previous logging configuration restored after."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging(LogSettings(format="json"))
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -93,6 +118,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tracki
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
     yield store
     mlflow.set_tracking_uri(previous)
+    mlflow.tracing.reset()  # the trace destination connect() set
 
 
 def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
@@ -140,6 +166,7 @@ def test_an_answer_is_an_mlflow_trace_with_documents_answer_and_request_id(
         flush=True,
     )
     assert traced.info.client_request_id == "req-2"
+    assert traced.info.tags[REQUEST_ID_TAG] == "req-2"
     assert traced.info.tags[ANSWER_ID_TAG] == answer.id
     otel_id = format(by_name(spans.get_finished_spans())["rag.answer"].context.trace_id, "032x")
     assert traced.info.tags["lakeserve.otel_trace_id"] == otel_id
@@ -154,7 +181,12 @@ def test_an_answer_is_an_mlflow_trace_with_documents_answer_and_request_id(
     assert named["retrieve"].inputs["query"] == QUESTION
     retrieved = named["retrieve"].outputs
     assert {d["metadata"]["doc_id"] for d in retrieved} == set(DOCS)
-    assert all(d["page_content"] == DOCS[d["metadata"]["doc_id"]] for d in retrieved)
+    assert all(d["metadata"]["title"] == d["metadata"]["doc_id"] for d in retrieved)
+    # Candidates are described by a snippet; the fused sources keep what the LLM was given.
+    assert all(
+        d["page_content"] == DOCS[d["metadata"]["doc_id"]][:SNIPPET_CHARS] for d in retrieved
+    )
+    assert all(d["page_content"] == DOCS[d["metadata"]["doc_id"]] for d in named["fuse"].outputs)
     fused = [d["metadata"]["doc_id"] for d in named["fuse"].outputs]
     assert fused == [c.doc_id for c in answer.citations] and len(fused) == 2
     assert named["generate"].span_type == "LLM"
@@ -181,19 +213,18 @@ def test_mlflow_unreachable_costs_no_answer_and_no_feedback(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     down = TrackingSettings(home=tmp_path, tracking_timeout_s=0.5)
     service.tracer = AnswerTracer(service.settings, down)
-    started = time.monotonic()
     assert service.tracer.connect() is False
     answer = asyncio.run(service.query(QueryRequest(question=QUESTION), request_id="req-3"))
     assert answer.found and answer.answer
     feedback = FeedbackRequest(answer_id=answer.id, rating="down", question="q", answer="a")
-    assert FeedbackTraces(service.settings, down, wait_s=1).attach(feedback, "evt-2") is None
-    assert time.monotonic() - started < 5
+    traces = FeedbackTraces(service.settings, down, wait_s=1)
+    assert traces.attach(feedback, "evt-2") is None
+    assert traces.outcomes == {"unavailable": 1}
 
 
 def test_every_log_line_of_a_request_carries_its_request_id(
-    service: RagService, capsys: pytest.CaptureFixture[str]
+    service: RagService, capsys: pytest.CaptureFixture[str], json_logs: None
 ) -> None:
-    configure_logging(LogSettings(format="json"))
     # In process: the service's own lines (an LLM down, answered from the sources).
     assert service.chain is not None
     service.chain = RagChain(
@@ -245,20 +276,164 @@ def test_a_streamed_answer_is_traced_under_its_completion_id(
     assert named["rag_answer"].outputs["answer"] == text.strip()
 
 
-def test_feedback_is_201_when_mlflow_is_down(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_an_answer_is_traced_in_mlflow_when_an_otlp_endpoint_is_set(
+    service: RagService, tracking: TrackingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
-    traces = FeedbackTraces(RagSettings(home=tmp_path), TrackingSettings(tracking_timeout_s=0.5))
+    # Serve's spans go there; MLflow 3 alone would send its traces only there too.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    mlflow.tracing.reset()  # MLflow reads the variable when its tracer provider starts
+    service.tracer = AnswerTracer(service.settings, tracking)
+    assert service.tracer.connect()
+    answer = asyncio.run(service.query(QueryRequest(question=QUESTION), request_id="req-otlp"))
+    [traced] = mlflow.search_traces(
+        locations=[str(service.tracer.experiment_id)],
+        filter_string=request_filter("req-otlp"),
+        return_type="list",
+        flush=True,
+    )
+    assert traced.info.tags[ANSWER_ID_TAG] == answer.id
+    assert {span.name for span in traced.data.spans} == {
+        "rag_answer",
+        "retrieve",
+        "fuse",
+        "generate",
+    }
+
+
+def test_a_failing_client_request_id_loses_that_field_only_not_the_trace(
+    service: RagService, tracking: TrackingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(span: Any) -> Any:
+        raise RuntimeError("no active span today")
+
+    monkeypatch.setattr(mlflow.tracing.provider, "with_active_span", broken)
+    service.tracer = AnswerTracer(service.settings, tracking)
+    assert service.tracer.connect()
+    answer = asyncio.run(service.query(QueryRequest(question=QUESTION), request_id="req-7"))
+    [traced] = mlflow.search_traces(
+        locations=[str(service.tracer.experiment_id)],
+        filter_string=request_filter("req-7"),
+        return_type="list",
+        flush=True,
+    )
+    assert traced.info.state == "OK" and traced.info.client_request_id is None
+    assert traced.info.tags[ANSWER_ID_TAG] == answer.id
+    assert traced.info.tags["lakeserve.mode"] == "quoted"  # set as the answer ended
+    assert [s.outputs["answer"] for s in traced.data.spans if s.name == "rag_answer"] == [
+        answer.answer
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "clean"),
+    [("r" * 300, "r" * 200), ("réq-ünï-8", "rq-n-8")],
+    ids=["300 chars", "unicode"],
+)
+def test_a_long_or_unicode_request_id_is_cleaned_once_for_logs_response_and_trace(
+    service: RagService,
+    tracking: TrackingSettings,
+    capsys: pytest.CaptureFixture[str],
+    json_logs: None,
+    given: str,
+    clean: str,
+) -> None:
+    service.tracer = AnswerTracer(service.settings, tracking)
+    assert service.tracer.connect()
+    assert service.chain is not None
+    service.chain = RagChain(
+        service.chain.retriever, RecordingChatModel(responses=[], fail=True), k=2
+    )
     host, _ = fake_host()
-    store = FeedbackStore(Lakehouse(LakehouseSettings(home=tmp_path)))
-    app = create_app(host, rag=FakeRag([]), feedback=store, feedback_traces=traces)
-    event = {"answer_id": "chatcmpl-1", "rating": "up", "question": "q", "answer": "a"}
-    with TestClient(app) as client:
-        started = time.monotonic()
-        response = client.post("/rag/feedback", json=event)
-        assert response.status_code == 201, response.text
-        assert time.monotonic() - started < 2  # the attach runs after the response
-        pending = list(app.state.background)
-    assert response.json()["answer_id"] == "chatcmpl-1"
-    assert all(task.done() for task in pending)
+    with TestClient(create_app(host, rag=service)) as client:
+        response = client.post(
+            "/rag/query",
+            json={"question": QUESTION},
+            headers={b"X-Request-Id": given.encode()},  # raw UTF-8 bytes
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == clean
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line]
+    degraded = [e for e in lines if e["event"] == "LLM failed, answering from the sources"]
+    assert [e["request_id"] for e in degraded] == [clean]
+    [traced] = mlflow.search_traces(
+        locations=[str(service.tracer.experiment_id)],
+        filter_string=request_filter(clean),
+        return_type="list",
+        flush=True,
+    )
+    assert traced.info.tags[ANSWER_ID_TAG] == response.json()["id"]
+    assert traced.info.tags[REQUEST_ID_TAG] == clean
+    # MLflow's column holds 50 characters: a longer id is only a tag.
+    assert traced.info.client_request_id == (clean if len(clean) <= 50 else None)
+
+
+def test_a_stage_before_mlflow_is_imported_does_not_import_it(
+    spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError
+    root = trace.get_tracer("test").start_span("rag.answer")
+    answer = AnswerTrace("rag-1", "req-8", root)
+    with answer.stage("generate", "LLM", {"question": QUESTION}) as step:
+        step.output("an answer", mode="quoted")
+    root.end()
+    assert "rag.generate" in by_name(spans.get_finished_spans())
+
+
+def test_a_closed_stream_ends_its_answer_span_at_once(
+    service: RagService, spans: InMemorySpanExporter
+) -> None:
+    request = ChatCompletionRequest(
+        model="lakeserve-rag", messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
+
+    async def first_then_close() -> set[str]:
+        stream = service.chat_stream(request, request_id="req-9")
+        await anext(stream)
+        await stream.aclose()  # a client gone midway
+        return {span.name for span in spans.get_finished_spans()}
+
+    spans.clear()
+    assert "rag.answer" in asyncio.run(first_then_close())
+
+
+class StreamingHandle:
+    """A Serve handle whose `chat_stream` yields one chunk, then fails."""
+
+    def options(self, **_: Any) -> StreamingHandle:
+        return self
+
+    @property
+    def chat_stream(self) -> StreamingHandle:
+        return self
+
+    def remote(self, *_: Any) -> AsyncIterator[ChatCompletionChunk]:
+        async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+            yield chunk(1)
+            raise RuntimeError("replica lost")
+
+        return chunks()
+
+
+def test_the_call_span_of_a_stream_covers_it_and_records_its_error(
+    spans: InMemorySpanExporter,
+) -> None:
+    request = ChatCompletionRequest(
+        model="lakeserve-rag", messages=[{"role": "user", "content": QUESTION}], stream=True
+    )
+
+    async def consume() -> tuple[bool, list[ChatCompletionChunk]]:
+        got: list[ChatCompletionChunk] = []
+        stream = RagHandle(StreamingHandle()).chat_stream(request, "req-10")
+        with pytest.raises(RuntimeError, match="replica lost"):
+            async for item in stream:
+                got.append(item)
+                # The span is still open while the stream is consumed.
+                open_now = "rag.call chat_stream" not in by_name(spans.get_finished_spans())
+        return open_now, got
+
+    spans.clear()
+    open_while_streaming, got = asyncio.run(consume())
+    assert open_while_streaming and len(got) == 1
+    call = by_name(spans.get_finished_spans())["rag.call chat_stream"]
+    assert call.status.status_code == trace.StatusCode.ERROR
+    assert call.status.description == "RuntimeError"

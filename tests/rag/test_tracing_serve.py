@@ -22,7 +22,8 @@ import pytest
 from mlflow.entities import Trace
 from playwright.sync_api import expect, sync_playwright
 
-from rag.tracing import ANSWER_ID_TAG, FEEDBACK_NAME, OTEL_TRACE_TAG
+from rag.ratings import FEEDBACK_NAME
+from rag.tracing import ANSWER_ID_TAG, OTEL_TRACE_TAG, REQUEST_ID_TAG, request_filter
 from tests.utils.platform import KEY, Platform
 
 pytestmark = pytest.mark.integration
@@ -80,6 +81,7 @@ def traced(platform: Platform) -> Traced:
         f"{platform.url}/rag/query", json={"question": QUESTION}, headers=headers, timeout=180
     )
     assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == request_id
     uri = platform.env["MLFLOW_TRACKING_URI"]
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -88,7 +90,7 @@ def traced(platform: Platform) -> Traced:
         lambda: (
             client.search_traces(
                 locations=[experiment.experiment_id],
-                filter_string=f"trace.client_request_id = '{request_id}'",
+                filter_string=request_filter(request_id),
             )
             or None
         )
@@ -110,6 +112,7 @@ def test_a_rag_answer_is_found_in_mlflow_by_its_request_id_with_its_spans(
 ) -> None:
     trace, body = traced.trace, traced.body
     assert trace.info.client_request_id == traced.request_id
+    assert trace.info.tags[REQUEST_ID_TAG] == traced.request_id
     assert trace.info.tags[ANSWER_ID_TAG] == body["id"]
     assert trace.info.tags[OTEL_TRACE_TAG] == traced.otel_trace_id
     spans = {span.name: span for span in trace.data.spans}
@@ -188,7 +191,8 @@ def test_the_mlflow_ui_shows_the_trace_with_its_spans(traced: Traced) -> None:
 
 
 def serve_spans(ray_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every span Ray's default exporter wrote (pretty-printed JSON objects, one after another)."""
+    """Every span written to the Serve span files (JSON objects one after another: serving.tracing
+    writes one a line)."""
     decoder = json.JSONDecoder()
     for path in (ray_dir / "session_latest" / "logs" / "serve" / "spans").glob("*.json"):
         text, at = path.read_text(), 0

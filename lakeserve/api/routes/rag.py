@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -15,8 +14,8 @@ from lakeserve.api.observe import Done, rag_call
 from lakeserve.api.openapi import raw_body
 from lakeserve.api.requestlog import RequestLog, request_id
 from rag.api import RagApi
+from rag.ratings import FeedbackTraces
 from rag.schemas import FeedbackReceipt, FeedbackRequest, QueryRequest, QueryResponse, RagHealth
-from rag.tracing import FeedbackTraces
 
 HEALTH_TIMEOUT_S = 3.0
 HEALTH_EVERY_S = 2.0
@@ -75,7 +74,7 @@ async def rag_health(request: Request) -> Any:
 QUERY_BODY = raw_body(QueryRequest, {"question": "How do I pretty-print JSON?"}, "A question.")
 FEEDBACK_BODY = raw_body(
     FeedbackRequest,
-    {"rating": "up", "answer_id": "chatcmpl-1", "question": "q", "answer": "a"},
+    {"rating": "up", "answer_id": f"chatcmpl-{'a' * 32}", "question": "q", "answer": "a"},
     "A rating of an answer.",
 )
 Query = Annotated[QueryRequest, Depends(json_body(QueryRequest))]
@@ -107,19 +106,12 @@ async def rag_feedback(
     """Record a rating (and comment) of an answer in bronze.feedback.
 
     Answers after the Delta commit: a 201 means the feedback is stored. The rating is then
-    attached to the answer's MLflow trace in the background (best effort, never a failure).
+    queued to be attached to the answer's MLflow trace by a worker of its own (best effort,
+    never a failure, never waited for: see rag/ratings.py).
     """
     receipt = await rag_call(host.metrics, "feedback", asyncio.to_thread(store.record, request))
     host.metrics.rag_feedback.labels(request.rating).inc()
     traces: FeedbackTraces | None = http.app.state.feedback_traces
     if traces is not None:
-        in_background(http, lambda: traces.attach(request, receipt.event_id))
+        traces.submit(request, receipt.event_id)
     return receipt
-
-
-def in_background(http: Request, work: Callable[[], Any]) -> None:
-    """Run `work` in a thread after the response, holding no slot of the replica."""
-    pending: set[asyncio.Task[Any]] = http.app.state.background
-    task = asyncio.get_running_loop().create_task(asyncio.to_thread(work))
-    pending.add(task)  # the loop keeps only weak references to tasks
-    task.add_done_callback(pending.discard)
