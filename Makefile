@@ -134,7 +134,8 @@ k8s-sync: $(STAMP)
 # its Pushgateway for live checks. Without systemd, their postinst starts both services through
 # invoke-rc.d (Prometheus on :9090) unless a policy-rc.d forbids it: stop and disable them.
 prometheus:
-	command -v promtool >/dev/null || { $(SUDO) apt-get update -qq && \
+	command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 		prometheus prometheus-pushgateway >/dev/null && \
 		for service in prometheus prometheus-pushgateway; do \

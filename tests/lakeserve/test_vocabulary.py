@@ -15,7 +15,8 @@ from tests.utils.platform import KEY, MODEL, Platform
 README = Path(__file__).parents[2] / "README.md"
 # Labels Ray's export adds to every replica series (Serve's tags and Ray's own).
 RAY_TAGS = {"application", "deployment", "replica", "Component", "NodeAddress", "SessionName",
-            "Version", "WorkerId", "JobId"}  # fmt: skip
+            "Version", "WorkerId", "JobId", "otel_scope_name", "otel_scope_version",
+            "otel_scope_schema_url"}  # fmt: skip
 
 
 def test_the_readme_table_is_the_vocabulary() -> None:

@@ -24,7 +24,7 @@ PUSHGATEWAY = "prometheus-pushgateway"
 def binary(name: str) -> str:
     """Return the path of a Debian monitoring binary, or fail saying how to get it."""
     path = shutil.which(name)
-    assert path, f"{name} is missing: `make monitoring` installs Debian's prometheus packages"
+    assert path, f"{name} is missing: `make prometheus` installs Debian's prometheus packages"
     return path
 
 

@@ -111,10 +111,14 @@ def small_docs_home(root: Path, modules: str = SMALL_MODULES) -> Path:
     return root
 
 
-def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -> Path:
-    """Write the committed Serve config hosting `model`, one fixed replica per deployment.
+def write_serve_config(
+    path: Path, model: str, rag: bool = False, autoscaled: bool = False, **args: Any
+) -> Path:
+    """Write the committed Serve config hosting `model`, one replica per deployment.
 
     `rag` also deploys the RagServer behind the same ingress; `args` override the app's args.
+    `autoscaled` keeps the committed autoscaling (its metrics, e.g. the desired replicas of
+    the replicas-at-maximum alert) with min = max = 1; otherwise num_replicas is 1.
     """
     config = yaml.safe_load(DEFAULT_SERVE_CONFIG.read_text())
     [app] = config["applications"]
@@ -122,8 +126,12 @@ def write_serve_config(path: Path, model: str, rag: bool = False, **args: Any) -
     app["args"].update(args)
     app["deployments"] = [d for d in app["deployments"] if rag or d["name"] != "RagServer"]
     for deployment in app["deployments"]:
-        deployment.pop("autoscaling_config", None)
-        deployment["num_replicas"] = 1
+        scaling = deployment.pop("autoscaling_config", None)
+        if autoscaled and scaling:
+            one = {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}
+            deployment["autoscaling_config"] = {**scaling, **one}
+        else:
+            deployment["num_replicas"] = 1
         # graceful_shutdown_timeout_s stays as committed: a rollout drains streams in flight
         # (tests/serving/test_rollout.py); idle replicas stop at once anyway.
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -182,7 +190,9 @@ def wait_for_rag(url: str, timeout_s: float = 300) -> None:
 def full_platform(home: Path, tracking_uri: str, index: IndexEnv) -> Iterator[Platform]:
     """`lakeserve serve` with MODEL registered and the RAG app on `index`, until ready."""
     prepare(home, tracking_uri, MODEL)
-    config = write_serve_config(home / "serve.yaml", MODEL, rag=True, **PLATFORM_ARGS)
+    config = write_serve_config(
+        home / "serve.yaml", MODEL, rag=True, autoscaled=True, **PLATFORM_ARGS
+    )
     for running in run_platform(
         home,
         tracking_uri,
