@@ -8,54 +8,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from lakehouse.settings import LakehouseSettings
 from lakehouse.tables import Lakehouse
 from rag.feedback import FEEDBACK
-from tests.utils.platform import KEY, Platform, clean_env
-from tests.utils.processes import BIN, free_port, start_server
+from tests.utils.chat import ANSWER_TIMEOUT_MS, Chat, ask, chromium, run_chat
+from tests.utils.platform import Platform
+from tests.utils.processes import free_port
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("LAKESERVE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 ARTIFACTS = Path(os.environ.get("LAKESERVE_TEST_ARTIFACTS", "test-artifacts"))
 QUESTION = "How can I compute the greatest common divisor of two integers?"
-ANSWER_TIMEOUT_MS = 120_000
-
-
-@dataclass(frozen=True)
-class Chat:
-    url: str
-    metrics_url: str
-
-
-def run_chat(log: Path, api_url: str) -> Iterator[Chat]:
-    """`lakeserve chat` as a real process on free ports; stopped by PID."""
-    port, metrics_port = free_port(), free_port()
-    env = clean_env(
-        LAKESERVE_API_URL=api_url,
-        LAKESERVE_API_KEY=KEY,
-        LAKESERVE_CHAT_PORT=str(port),
-        LAKESERVE_CHAT_METRICS_PORT=str(metrics_port),
-    )
-    url = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "lakeserve"), "chat"]
-    for _ in start_server(command, f"{url}/_stcore/health", log, env=env, timeout_s=60):
-        yield Chat(url, f"http://127.0.0.1:{metrics_port}/metrics")
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +42,8 @@ def chat_without_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: `make browser` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -100,12 +66,6 @@ def page(browser: Browser) -> Iterator[Page]:
 def screenshot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
-
-
-def ask(page: Page, question: str) -> None:
-    box = page.get_by_placeholder("Ask a question about the documents")
-    box.fill(question)
-    box.press("Enter")
 
 
 def answers(page: Page) -> Any:
