@@ -20,22 +20,15 @@ import httpx
 import mlflow
 import pytest
 from mlflow.entities import Trace
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from rag.ratings import FEEDBACK_NAME
 from rag.tracing import ANSWER_ID_TAG, OTEL_TRACE_TAG, REQUEST_ID_TAG, request_filter
+from tests.utils.chat import chromium
 from tests.utils.platform import KEY, Platform
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = os.environ.get("LAKESERVE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 ARTIFACTS = Path(os.environ.get("LAKESERVE_TEST_ARTIFACTS", "test-artifacts"))
 EXPERIMENT = "lakeserve-rag"
 QUESTION = "How do I pretty-print JSON with indentation?"
@@ -175,19 +168,15 @@ def test_the_mlflow_ui_shows_the_trace_with_its_spans(traced: Traced) -> None:
         f"{traced.tracking_uri}/#/experiments/{traced.experiment_id}/traces"
         f"?selectedEvaluationId={trace_id}&traceId={trace_id}"
     )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(url)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(url)
-            try:
-                for name in ("rag_answer", "retrieve", "fuse", "generate"):
-                    expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
-            finally:
-                ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / "mlflow-rag-trace.png"), full_page=True)
+            for name in ("rag_answer", "retrieve", "fuse", "generate"):
+                expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
         finally:
-            browser.close()
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "mlflow-rag-trace.png"), full_page=True)
 
 
 def serve_spans(ray_dir: Path) -> Iterator[dict[str, Any]]:
