@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/ (LAKESERVE_TEST_ARTIFACTS to change it).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Iterator
@@ -75,13 +76,23 @@ def answers(page: Page) -> Any:
 
 
 def feedback_rows(
-    platform: Platform, answer_id: str | None = None, question: str | None = None
+    platform: Platform,
+    since: dt.datetime,
+    answer_id: str | None = None,
+    question: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The events the chat page stored (other tests, e.g. the fuzzer, share the platform)."""
+    """The events the chat page stored since `since`.
+
+    Other tests share the platform and may have asked the same question on another chat page.
+    """
     lake = Lakehouse(LakehouseSettings(home=Path(platform.env["LAKESERVE_HOME"])))
     if not lake.exists(FEEDBACK):
         return []
-    rows = [r for r in lake.read(FEEDBACK).to_pylist() if r["client"] == "chat"]
+    rows = [
+        r
+        for r in lake.read(FEEDBACK).to_pylist()
+        if r["client"] == "chat" and r["received_at"] >= since
+    ]
     return sorted(
         (
             r
@@ -125,6 +136,7 @@ def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
     page: Page, chat: Chat, platform: Platform
 ) -> None:
     question = "How do I pretty-print JSON?"
+    since = dt.datetime.now(dt.UTC)
     with page.expect_websocket(lambda ws: ws.url.endswith("/_stcore/stream")) as stream:
         page.goto(chat.url)
     ask(page, question)
@@ -132,7 +144,7 @@ def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
     expect(thumbs_down).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     thumbs_down.click()
     expect(page.get_by_text("Feedback saved")).to_be_visible()
-    [rated] = feedback_rows(platform, question=question)
+    [rated] = feedback_rows(platform, since, question=question)
     assert (rated["rating"], rated["comment"], rated["client"]) == ("down", None, "chat")
     assert rated["question"] == question and rated["answer"]
     assert rated["citations"] and rated["answer_id"].startswith("chatcmpl-")
@@ -141,7 +153,7 @@ def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
     page.get_by_role("button", name="Send", exact=True).click()
     expect(page.get_by_text("Comment saved")).to_be_visible()
     screenshot(page, "chat-feedback.png")
-    rows = feedback_rows(platform, rated["answer_id"])
+    rows = feedback_rows(platform, since, rated["answer_id"])
     assert [(r["rating"], r["comment"]) for r in rows] == [
         ("down", None),
         ("down", "Show indent=2"),
@@ -156,7 +168,7 @@ def test_feedback_reaches_the_table_even_if_the_page_closes_at_once(
     deadline = time.monotonic() + 30
     while len(rows) < 3 and time.monotonic() < deadline:
         time.sleep(0.5)
-        rows = feedback_rows(platform, rated["answer_id"])
+        rows = feedback_rows(platform, since, rated["answer_id"])
     assert [r["rating"] for r in rows] == ["down", "down", "up"]
     assert len({r["event_id"] for r in rows}) == 3
 
