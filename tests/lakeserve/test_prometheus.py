@@ -133,9 +133,13 @@ def stored(
     # The jobs take minutes on a busy machine: predictions again, so that the 5m windows the
     # assertions read hold some (a window without traffic has no ratio, by design).
     predictions(platform)
-    # Two scrapes after the traffic at least, for rate() and increase() to have two samples.
-    assert wait_for(prometheus, 'count(lakeserve_model_requests_total{code="422"})')
-    time.sleep(6)
+    # Ray's metrics agent exports what the replicas report every few seconds, and rate() needs
+    # two samples of it: wait until Prometheus sees the last burst as a rate, not a fixed time.
+    last = 'sum(rate(lakeserve_model_requests_total{route="predict",status_class="2xx"}[1m])) > 0'
+    assert wait_for(prometheus, last, timeout_s=120), (
+        "the last predictions never reached Prometheus"
+    )
+    time.sleep(6)  # a few rule evaluations (every 2 s) over those samples
     return prometheus
 
 
@@ -159,8 +163,8 @@ def test_recording_rules_have_values_from_the_platform(stored: str) -> None:
     assert not empty, f"recording rules without a value after traffic: {empty}"
     # The traffic had one 422 in ~30 predictions and no 5xx: no errors, and a request share.
     errors = query(stored, 'lakeserve:request_errors:ratio_rate5m{route="predict"}')
-    assert [float(e["value"][1]) for e in errors] == [0.0]
     rates = query(stored, 'lakeserve:requests:rate5m{route="predict"}')
+    assert [float(e["value"][1]) for e in errors] == [0.0], rates
     assert {r["metric"]["status_class"] for r in rates} >= {"2xx", "4xx"}
 
 
@@ -198,7 +202,7 @@ def test_the_serving_dashboard_rendered_from_live_data(stored: str) -> None:
             for series in response["data"]["result"]:
                 xs = [float(t) - end for t, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
-                label = ",".join(f"{k}={v}" for k, v in series["metric"].items())
+                label = ",".join(f"{k}={v}" for k, v in series["metric"].items() if k != "__name__")
                 axis.plot(xs, ys, label=(label or expr)[:48])
                 drawn.add(expr)
         axis.set_title(title, fontsize=9)
