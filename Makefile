@@ -147,6 +147,10 @@ browser:
 	test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# mypy's cache outside the clone: a fresh clone (CI) re-checks only what changed, ~4 min less.
+# mypy re-validates each cached module by its source hash, so a stale entry is never used.
+export MYPY_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/lakeserve/mypy
+
 lint: $(STAMP)
 	$(BIN)/ruff check lakeserve kernel lakehouse training serving rag tests bench dags
 	$(BIN)/ruff format --check lakeserve kernel lakehouse training serving rag tests bench dags
