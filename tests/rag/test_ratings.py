@@ -143,9 +143,15 @@ def test_an_mlflow_that_never_answers_is_asked_once_per_retry_period(
     assert traces.outcomes == {"unavailable": 6}
 
 
-def test_concurrent_first_connects_resolve_one_experiment(tmp_path: Path) -> None:
+def test_concurrent_first_connects_resolve_one_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracking = TrackingSettings(home=tmp_path)
+    # MLflow's own default is ./mlflow.db: restoring it would leave a store in the clone that
+    # later tests (and re-runs) would read.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
     previous = mlflow.get_tracking_uri()
-    tracer = AnswerTracer(RagSettings(home=tmp_path), TrackingSettings(home=tmp_path))
+    tracer = AnswerTracer(RagSettings(home=tmp_path), tracking)
     start = threading.Barrier(6)
     results: list[Any] = []
 
