@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
@@ -144,13 +143,8 @@ def test_an_mlflow_that_never_answers_is_asked_once_per_retry_period(
 
 
 def test_concurrent_first_connects_resolve_one_experiment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tracking: TrackingSettings
 ) -> None:
-    tracking = TrackingSettings(home=tmp_path)
-    # MLflow's own default is ./mlflow.db: restoring it would leave a store in the clone that
-    # later tests (and re-runs) would read.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.uri)
-    previous = mlflow.get_tracking_uri()
     tracer = AnswerTracer(RagSettings(home=tmp_path), tracking)
     start = threading.Barrier(6)
     results: list[Any] = []
@@ -160,12 +154,8 @@ def test_concurrent_first_connects_resolve_one_experiment(
         results.append((tracer.connect(), tracer.experiment_id))
 
     threads = [threading.Thread(target=connect) for _ in range(6)]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT_S)
-    finally:
-        mlflow.set_tracking_uri(previous)
-        mlflow.tracing.reset()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S)
     assert results == [(True, tracer.experiment_id)] * 6 and tracer.experiment_id is not None

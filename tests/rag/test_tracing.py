@@ -110,17 +110,6 @@ def service(settings: RagSettings) -> RagService:
     return rag
 
 
-@pytest.fixture
-def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingSettings]:
-    """A sqlite tracking store under tmp_path (MLflow's global URI restored after)."""
-    previous = mlflow.get_tracking_uri()
-    store = TrackingSettings(home=tmp_path / "mlflow")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
-    yield store
-    mlflow.set_tracking_uri(previous)
-    mlflow.tracing.reset()  # the trace destination connect() set
-
-
 def by_name(finished: tuple[ReadableSpan, ...]) -> dict[str, ReadableSpan]:
     return {span.name: span for span in finished}
 
